@@ -1,0 +1,81 @@
+# vla-bench — every user-facing command. `make bench` and `make test` do their own set-up.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+METHOD ?= mock
+SUITE ?= mock-v1
+PROFILE ?= smoke
+RESULTS ?= results
+WORKERS ?= 1
+EXECUTOR ?= local
+DEVICE ?= cpu
+THREADS ?= 1
+OUT ?= reports/site
+BASELINE ?= results
+CANDIDATE ?= results
+ARGS ?=
+TORCH_PIN := torch==2.13.0
+
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export SDL_VIDEODRIVER ?= offscreen
+export PYTHONUNBUFFERED := 1
+
+# Extras a suite needs, from its id (libero_object-v1 -> libero, driving_merge-v1 -> driving, ...).
+suite_extra = $(strip $(if $(findstring libero,$(1)),libero)$(if $(findstring driving,$(1)),driving)$(if $(findstring simpler,$(1)),simpler))
+EXTRAS ?= $(call suite_extra,$(SUITE))
+STAMP = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(subst $(space),_,$(or $(EXTRAS),core))
+space := $(empty) $(empty)
+
+.PHONY: setup bench profile report gate test test-all clean bench-harness demos teacher list paper-tables report-screenshot
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make bench [METHOD=$(METHOD)] [SUITE=$(SUITE)] [PROFILE=$(PROFILE)] [RESULTS=$(RESULTS)] [WORKERS=1] [EXECUTOR=local] [DEVICE=cpu]"
+	@echo "make test | make profile | make report | make gate | make list | make setup [SUITE=...] | make clean"
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Idempotent: a stamp per (pyproject hash, extras); near-instant when nothing changed.
+$(STAMP): | $(VENV)/bin/python
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" $(TORCH_PIN)
+	@if [ -n "$(findstring libero,$(EXTRAS))" ]; then bash scripts/fix_opencv.sh $(BIN); fi
+	@touch $@
+comma := ,
+
+setup: $(STAMP)
+
+list: setup
+	$(BIN)/vla-bench list
+
+bench: setup
+	$(BIN)/vla-bench bench --method $(METHOD) --suite $(SUITE) --profile $(PROFILE) --results $(RESULTS) \
+	  --workers $(WORKERS) --executor $(EXECUTOR) --device $(DEVICE) --threads $(THREADS) $(ARGS)
+
+profile: setup
+	$(BIN)/vla-bench profile --method $(METHOD) --suite $(SUITE) --results $(RESULTS) --device $(DEVICE) \
+	  --threads $(THREADS) $(ARGS)
+
+report: setup
+	$(BIN)/vla-bench report --results $(RESULTS) --out $(OUT) $(ARGS)
+
+paper-tables: setup
+	$(BIN)/vla-bench paper-tables --results $(RESULTS) --out $(OUT) $(ARGS)
+
+gate: setup
+	$(BIN)/vla-bench gate --baseline $(BASELINE) --candidate $(CANDIDATE) $(ARGS)
+
+# The README's test command: fast tests (< ~15 min); simulator tests run when their extra is installed.
+test: setup
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench-harness: setup
+	$(BIN)/python benchmarks/harness_overhead.py $(ARGS)
+
+clean:
+	rm -rf .cache .pytest_cache reports/site build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,18 @@
+from dataclasses import dataclass
+
+from harness.interfaces import MethodConfig
+
+
+@dataclass
+class MockConfig(MethodConfig):
+    """Mock policy: a tiny transformer over image patches plus a colour read-out of the instructed target."""
+
+    dim: int = 32
+    depth: int = 2
+    heads: int = 2
+    patch: int = 4
+    chunk: int = 4  # actions per infer call
+    n_execute: int = 2  # actions executed before the next call
+    noise: float = 0.35  # exploration noise, seeded per episode
+    ignore_instruction: bool = False  # "broken": always heads for the first target it sees
+    fault: str = "none"  # none | nan | wrong_shape | raise — for the harness's failure-path tests
