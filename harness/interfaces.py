@@ -247,6 +247,9 @@ class Method(ABC):
     #: suite ids (or prefixes like "libero") this method supports; None = all
     suites: ClassVar[tuple[str, ...] | None] = None
 
+    #: the cheapest suite on which the conformance test distils (debug config) and runs this method
+    conformance_suite: ClassVar[str] = "mock-v1"
+
     variant: str | None = None
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -1,6 +1,7 @@
 """The mock method: succeeds on most mock-suite episodes; its variants fail in controlled ways."""
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,8 @@ class MockPolicy(Policy):
 
     def infer(self, obs: dict[str, Any]) -> ActionChunk:
         self.calls += 1
+        if self.cfg.delay_s > 0:
+            time.sleep(self.cfg.delay_s)
         img = obs["images"]["top"]
         with torch.inference_mode():
             gain = torch.sigmoid(self.model(torch.from_numpy(img)[None])).item()  # in (0, 1): speed scale

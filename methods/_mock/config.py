@@ -15,4 +15,5 @@ class MockConfig(MethodConfig):
     n_execute: int = 2  # actions executed before the next call
     noise: float = 0.35  # exploration noise, seeded per episode
     ignore_instruction: bool = False  # "broken": always heads for the first target it sees
+    delay_s: float = 0.0  # sleep per infer call (tests: a slow policy to kill mid-run)
     fault: str = "none"  # none | nan | wrong_shape | raise — for the harness's failure-path tests

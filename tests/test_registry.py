@@ -1,0 +1,74 @@
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+from harness.plugins import METHODS, SUITES, make_method, split_method_id
+from harness.registry import Registry, UnknownNameError
+
+
+def test_register_lazy_and_make():
+    reg: Registry = Registry("thing")
+    reg.register("counter", "collections:Counter", "a counter")
+    assert "counter" in reg and reg.names() == ["counter"]
+    c = reg.make("counter")
+    assert type(c).__name__ == "Counter"
+
+
+def test_unknown_name_names_closest():
+    reg: Registry = Registry("method")
+    for n in ("fastv", "sparsevlm", "shallow_pi"):
+        reg.register(n, "collections:Counter")
+    with pytest.raises(UnknownNameError) as e:
+        reg.entry("fastvv")
+    assert e.value.closest == "fastv"
+    assert "did you mean 'fastv'" in str(e.value)
+
+
+def test_double_registration_with_other_target_fails():
+    reg: Registry = Registry("suite")
+    reg.register("a", "x:y")
+    reg.register("a", "x:y")  # same target: idempotent
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a", "x:z")
+
+
+def test_plugins_discovered():
+    assert "mock" in METHODS and "expert" in METHODS
+    assert "mock-v1" in SUITES
+
+
+def test_variants():
+    assert split_method_id("fastv@keep0.5") == ("fastv", "keep0.5")
+    assert make_method("mock@broken").method_id == "mock@broken"
+    with pytest.raises(UnknownNameError, match="broken"):
+        make_method("mock@brokn")
+
+
+def test_listing_does_not_import_heavy_modules():
+    code = ("import sys; from harness.plugins import METHODS, SUITES; METHODS.names(); SUITES.names(); "
+            "bad=[m for m in ('torch','mujoco','highway_env','robosuite') if m in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["bench", "--method", "mok", "--suite", "mock-v1"], "did you mean 'mock'"),
+    (["bench", "--method", "mock", "--suite", "mock-v2"], "did you mean 'mock-v1'"),
+    (["bench", "--method", "mock", "--suite", "mock-v1", "--profile", "smok"], "did you mean 'smoke'"),
+    (["bench", "--method", "mock", "--suite", "mock-v1", "--set", "dimm=3"], "unknown field 'dimm'"),
+    (["bench", "--method", "mock", "--suite", "mock-v1", "--set", "depth=two"], "depth"),
+    (["bench", "--method", "mock", "--suite", "mock-v1", "--workers", "0"], "workers"),
+])
+def test_cli_bad_input_exits_2(argv, needle, capsys, tmp_path):
+    rc = main([*argv, "--results", str(tmp_path)])
+    assert rc == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "mock-v1" in out and "expert" in out
