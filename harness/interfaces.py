@@ -118,6 +118,7 @@ class EpisodeResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # suite-specific per-episode metrics
     method_stats: dict[str, Any] = field(default_factory=dict)  # e.g. router usage, tokens kept
     worker: int = 0
+    finished_at: float = 0.0  # unix time the episode ended (throughput and ETA; not an outcome)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -161,7 +161,7 @@ def run_episode(env: Any, policy: Policy, ep: EpisodeSpec, *, privileged: bool, 
     result = EpisodeResult(
         episode_id=ep.episode_id, task=ep.task.name, trial=ep.trial, seed=ep.seed, success=success, steps=steps,
         error=error, infer_calls=calls, wall_s=round(time.perf_counter() - t0, 4), instruction=ep.task.instruction,
-        metrics=_jsonable(metrics), method_stats=_jsonable(stats))
+        metrics=_jsonable(metrics), method_stats=_jsonable(stats), finished_at=round(time.time(), 3))
     return result, env_ok
 
 

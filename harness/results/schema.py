@@ -32,6 +32,7 @@ EPISODE_SPEC: dict[str, tuple[tuple[type, ...] | type, bool]] = {
     "metrics": (dict, False),
     "method_stats": (dict, False),
     "worker": (int, False),
+    "finished_at": (NUM, False),
 }
 
 RUN_SPEC = {

@@ -39,6 +39,10 @@ class MockPolicy(Policy):
         self.calls += 1
         if self.cfg.delay_s > 0:
             time.sleep(self.cfg.delay_s)
+        if self.cfg.spin_s > 0:
+            end = time.thread_time() + self.cfg.spin_s
+            while time.thread_time() < end:
+                pass
         img = obs["images"]["top"]
         with torch.inference_mode():
             gain = torch.sigmoid(self.model(torch.from_numpy(img)[None])).item()  # in (0, 1): speed scale

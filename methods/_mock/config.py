@@ -16,4 +16,5 @@ class MockConfig(MethodConfig):
     noise: float = 0.35  # exploration noise, seeded per episode
     ignore_instruction: bool = False  # "broken": always heads for the first target it sees
     delay_s: float = 0.0  # sleep per infer call (tests: a slow policy to kill mid-run)
+    spin_s: float = 0.0  # busy CPU time per infer call (benchmarks: a CPU-bound policy)
     fault: str = "none"  # none | nan | wrong_shape | raise — for the harness's failure-path tests
