@@ -1,6 +1,7 @@
 """The mock method: succeeds on most mock-suite episodes; its variants fail in controlled ways."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, ClassVar
 
@@ -27,6 +28,8 @@ class MockPolicy(Policy):
 
     def reset(self, task: Task, seed: int) -> None:
         self.task, self.rng, self.calls = task, np.random.default_rng(seed), 0
+        if self.cfg.fault == "exit" and seed == self.cfg.fault_seed:
+            os._exit(1)  # a worker process dying mid-run (executor tests); never use with WORKERS=1 locally
 
     def _target(self, img: np.ndarray, colour: str) -> np.ndarray | None:
         mask = np.all(np.abs(img.astype(int) - COLOURS[colour]) < 30, axis=-1)

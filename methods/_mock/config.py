@@ -17,4 +17,5 @@ class MockConfig(MethodConfig):
     ignore_instruction: bool = False  # "broken": always heads for the first target it sees
     delay_s: float = 0.0  # sleep per infer call (tests: a slow policy to kill mid-run)
     spin_s: float = 0.0  # busy CPU time per infer call (benchmarks: a CPU-bound policy)
-    fault: str = "none"  # none | nan | wrong_shape | raise — for the harness's failure-path tests
+    fault: str = "none"  # none | nan | wrong_shape | raise | exit — for the harness's failure-path tests
+    fault_seed: int = -1  # fault "exit": os._exit(1) (the worker process dies) at reset of the episode with this seed
