@@ -34,6 +34,12 @@ def _median_se(lat: dict) -> float | None:
     return MEDIAN_SE_FACTOR * sigma / math.sqrt(n)
 
 
+def median_halfwidth(lat: dict | None) -> float | None:
+    """Half-width of the 95% interval of a recorded p50 (same estimate as the speedup interval)."""
+    se = _median_se(lat or {})
+    return None if se is None else Z95 * se
+
+
 def speedup_interval(teacher_lat: dict | None, method_lat: dict | None, n_boot: int = 2000,
                      seed: int = 0) -> dict[str, Any] | None:
     """teacher p50 / method p50 with a 95% interval; None when either record is missing."""
