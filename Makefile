@@ -75,6 +75,11 @@ test:
 	@$(MAKE) --no-print-directory setup EXTRAS=$(TEST_EXTRAS)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# Reference teacher: behaviour cloning on the suite's expert demos (resumable; rerun to continue).
+HEAD ?= flow
+teacher: setup
+	$(BIN)/python -m methods.reference.train --suite $(SUITE) --head $(HEAD) $(ARGS)
+
 bench-harness: setup
 	$(BIN)/python benchmarks/harness_overhead.py $(ARGS)
 

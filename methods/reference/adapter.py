@@ -1,0 +1,106 @@
+"""Method `reference`: loads the committed reference teacher for the suite (trained by `make teacher`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.interfaces import ActionChunk, DataSource, Method, Policy, Task
+from methods.reference import checkpoint as ckpt
+from methods.reference.config import ReferenceConfig
+from methods.reference.model import ReferenceVLA, WordTokenizer
+
+
+class MissingCheckpointError(FileNotFoundError):
+    pass
+
+
+class ReferencePolicy(Policy):
+    """The reference VLA as a Policy. Compression methods reach the model through ``.model`` (the anatomy,
+    :mod:`harness.anatomy`) and turn observations into its inputs with :meth:`inputs`."""
+
+    def __init__(self, model: ReferenceVLA, tok: WordTokenizer, lang_tok: WordTokenizer | None,
+                 manifest: dict[str, Any], cfg: ReferenceConfig):
+        self.model, self.tok, self.lang_tok, self.manifest, self.cfg = model.eval(), tok, lang_tok, manifest, cfg
+        mc = model.cfg
+        self.n_execute = max(1, min(cfg.n_execute, mc.chunk))
+        self.actions_per_call = float(self.n_execute)
+        self.flow_steps = cfg.flow_steps or mc.flow_steps
+        self.generate = bool(cfg.generate_text and mc.lang_head and lang_tok is not None)
+        self._text: torch.Tensor | None = None
+        self.calls = 0
+        self.gen = torch.Generator().manual_seed(0)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def reset(self, task: Task, seed: int) -> None:
+        self.task, self.calls = task, 0
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self._text = None
+
+    def text_ids(self, instruction: str) -> torch.Tensor:
+        if self._text is None or self._instruction != instruction:
+            ids = self.tok.encode(instruction, self.model.cfg.max_text_len) or [1]
+            self._text, self._instruction = torch.tensor([ids], dtype=torch.long), instruction
+        return self._text
+
+    def inputs(self, obs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """obs -> (images {cam: uint8 (1,H,W,3)}, text ids (1,T), proprio (1,P)) for ``model.embed_prefix``."""
+        images = {c: torch.from_numpy(np.ascontiguousarray(obs["images"][c]))[None] for c in self.model.cfg.cameras}
+        proprio = torch.as_tensor(np.asarray(obs["proprio"], dtype=np.float32))[None]
+        return images, self.text_ids(obs["instruction"]), proprio
+
+    def noise(self) -> torch.Tensor:
+        mc = self.model.cfg
+        return torch.randn(1, mc.chunk, mc.action_dim, generator=self.gen)
+
+    def postprocess(self, actions: torch.Tensor) -> np.ndarray:
+        a = actions[0].detach().cpu().numpy().astype(np.float32)
+        if self.cfg.binarize_gripper:
+            a[:, -1] = np.where(a[:, -1] >= 0, 1.0, -1.0)
+        if self.cfg.clip > 0:
+            a = np.clip(a, -self.cfg.clip, self.cfg.clip)
+        return a
+
+    def infer(self, obs: dict[str, Any]) -> ActionChunk:
+        self.calls += 1
+        m = self.model
+        with torch.inference_mode():
+            state = m.forward_prefix(m.embed_prefix(*self.inputs(obs)))
+            actions = m.sample_actions(state, self.noise(), steps=self.flow_steps)
+            extras: dict[str, Any] = {"tokens_kept": int(state.n_tokens), "blocks_executed": m.n_layers}
+            if self.generate:
+                ids = m.generate_text(state, self.cfg.text_max_len or None)[0]
+                extras["text"] = self.lang_tok.decode(ids)
+        return ActionChunk(self.postprocess(actions), n_execute=self.n_execute, extras=extras)
+
+    def episode_stats(self) -> dict[str, Any]:
+        return {"infer_calls": self.calls}
+
+
+class ReferenceMethod(Method):
+    name = "reference"
+    config_cls = ReferenceConfig
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "regression": {"head": "regression"},
+        "discrete": {"head": "discrete"},
+        "text": {"generate_text": True},
+        "notext": {"generate_text": False},
+    }
+
+    def checkpoint_folder(self, suite_id: str, config: ReferenceConfig) -> Path:
+        return Path(config.checkpoint) if config.checkpoint else ckpt.checkpoint_dir(suite_id, config.head)
+
+    def distill(self, teacher: Policy | None, data: DataSource, config: ReferenceConfig) -> Policy:
+        suite_id = data.suite.suite_id
+        folder = self.checkpoint_folder(suite_id, config)
+        if not (folder / ckpt.MANIFEST).exists():
+            head = "" if config.head == "flow" else f" HEAD={config.head}"
+            raise MissingCheckpointError(
+                f"no reference checkpoint for {suite_id!r} (looked in {folder}); train it with "
+                f"`make teacher SUITE={suite_id}{head}`")
+        model, tok, lang_tok, manifest = ckpt.load(folder)
+        return ReferencePolicy(model, tok, lang_tok, manifest, config)

@@ -1,0 +1,203 @@
+"""Demonstrations for behaviour cloning: a suite's `demonstrations()` (whatever shape the suite gives) turned
+into flat arrays, or — for suites without recorded demos (the mock suite) — expert roll-outs made here from
+training seeds that are disjoint from the evaluation seeds."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.interfaces import EpisodeSpec, Suite, derive_seed
+
+
+@dataclass
+class Episode:
+    images: dict[str, np.ndarray]  # cam -> uint8 (T, H, W, 3)
+    proprio: np.ndarray  # (T, P) float32
+    actions: np.ndarray  # (T, A) float32 (the expert's clean labels)
+    instruction: str
+    commentary: list[str] | None = None  # per step (driving)
+    task: str = ""
+
+
+def train_seed(suite_id: str, task_name: str, i: int) -> int:
+    return derive_seed(suite_id, "reference-train", task_name, i)
+
+
+def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 0.0, max_tries: int = 3,
+                            progress: bool = True) -> list[Episode]:
+    """Roll out the suite's privileged expert from training seeds; keep successful episodes.
+
+    Observations are recorded without ``privileged``; the label is the expert's clean action; the executed
+    action gets N(0, dart_noise) (DART) so the demos contain small recoveries.
+    """
+    from tqdm import tqdm
+
+    eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
+    expert = suite.expert()
+    out: list[Episode] = []
+    bar = tqdm(total=per_task * len(suite.tasks()), desc=f"demos {suite.suite_id}", disable=not progress)
+    for task in suite.tasks():
+        env = suite.make_env(task, privileged=True)
+        got, i = 0, 0
+        while got < per_task and i < per_task * max_tries:
+            seed = train_seed(suite.suite_id, task.name, i)
+            i += 1
+            if seed in eval_seeds:
+                continue  # never train on an evaluation seed
+            spec = EpisodeSpec(f"{task.name}/train{i:04d}", task, 100000 + i, seed, suite.max_steps(task))
+            rng = np.random.default_rng(seed)
+            obs, info = env.reset(seed=seed, options={"episode": spec})
+            expert.reset(task, seed)
+            imgs: dict[str, list] = {c: [] for c in obs["images"]}
+            prop, acts = [], []
+            success, steps = False, 0
+            while steps < spec.max_steps and not success:
+                chunk = expert.infer(obs)
+                for a in chunk.executed():
+                    for c, im in obs["images"].items():
+                        imgs[c].append(im)
+                    prop.append(np.asarray(obs["proprio"], np.float32))
+                    acts.append(np.asarray(a, np.float32))
+                    noisy = a + rng.normal(0, dart_noise, size=np.shape(a)) if dart_noise > 0 else a
+                    lo, hi = env.action_space.low, env.action_space.high
+                    obs, _, term, trunc, info = env.step(np.clip(noisy, lo, hi).astype(env.action_space.dtype))
+                    steps += 1
+                    success = bool(info.get("success", False))
+                    if term or trunc or success or steps >= spec.max_steps:
+                        break
+                if term or trunc:
+                    break
+            if success:
+                out.append(Episode({c: np.stack(v) for c, v in imgs.items()}, np.stack(prop), np.stack(acts),
+                                   task.instruction, None, task.name))
+                got += 1
+                bar.update(1)
+        env.close()
+    bar.close()
+    return out
+
+
+def _as_episode(ep: Any) -> Episode:
+    if isinstance(ep, Episode):
+        return ep
+    if isinstance(ep, dict):
+        d = ep
+    else:  # an object with attributes
+        d = {k: getattr(ep, k) for k in ("images", "proprio", "actions", "instruction") if hasattr(ep, k)}
+        for k in ("commentary", "task"):
+            if hasattr(ep, k):
+                d[k] = getattr(ep, k)
+    com = d.get("commentary")
+    if com is not None and not isinstance(com, (list, tuple)):
+        com = [str(c) for c in np.asarray(com).tolist()]
+    return Episode({c: np.asarray(v) for c, v in d["images"].items()}, np.asarray(d["proprio"], np.float32),
+                   np.asarray(d["actions"], np.float32), str(d["instruction"]),
+                   list(com) if com is not None else None, str(d.get("task", "")))
+
+
+def episodes_from_suite(suite: Suite) -> list[Episode]:
+    """The suite's recorded demonstrations as a list of :class:`Episode` (accepts a list of episode dicts or
+    objects, or an object with ``episodes()``)."""
+    demos = suite.demonstrations()
+    if hasattr(demos, "episodes"):
+        demos = demos.episodes() if callable(demos.episodes) else demos.episodes
+    return [_as_episode(e) for e in demos]
+
+
+def data_hash(episodes: list[Episode]) -> str:
+    h = hashlib.sha256()
+    for ep in episodes:
+        h.update(ep.instruction.encode())
+        h.update(np.ascontiguousarray(ep.actions).tobytes())
+        h.update(np.ascontiguousarray(ep.proprio).tobytes())
+        for c in sorted(ep.images):
+            h.update(np.ascontiguousarray(ep.images[c][:: max(1, len(ep.images[c]) // 4)]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_episodes(episodes: list[Episode], path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for i, ep in enumerate(episodes):
+        for c, v in ep.images.items():
+            arrays[f"{i}/img/{c}"] = v
+        arrays[f"{i}/proprio"], arrays[f"{i}/actions"] = ep.proprio, ep.actions
+        meta.append({"instruction": ep.instruction, "commentary": ep.commentary, "task": ep.task,
+                     "cams": list(ep.images)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    tmp.replace(path)
+
+
+def load_episodes(path: Path) -> list[Episode]:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        return [Episode({c: z[f"{i}/img/{c}"] for c in m["cams"]}, z[f"{i}/proprio"], z[f"{i}/actions"],
+                        m["instruction"], m["commentary"], m["task"]) for i, m in enumerate(meta)]
+
+
+class FlatDemos:
+    """All frames of all episodes as arrays, images resized to the model's size and edge-padded for shifts."""
+
+    def __init__(self, episodes: list[Episode], cameras: list[str], image_size: int, chunk: int, pad: int):
+        self.cameras, self.size, self.chunk, self.pad = cameras, image_size, chunk, pad
+        self.images = {c: self._resize(np.concatenate([e.images[c] for e in episodes])) for c in cameras}
+        self.proprio = torch.from_numpy(np.concatenate([e.proprio for e in episodes]).astype(np.float32))
+        self.actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]).astype(np.float32))
+        lengths = [len(e.actions) for e in episodes]
+        starts = np.cumsum([0] + lengths[:-1])
+        self.ep_end = torch.from_numpy(np.concatenate([np.full(n, s + n - 1) for s, n in zip(starts, lengths)]))
+        self.episode = torch.from_numpy(np.concatenate([np.full(n, i) for i, n in enumerate(lengths)]))
+        self.instructions = [e.instruction for e in episodes]
+        self.commentary = [c for e in episodes for c in (e.commentary or [""] * len(e.actions))]
+        self.n = len(self.actions)
+
+    def _resize(self, imgs: np.ndarray) -> torch.Tensor:
+        out = []
+        for i in range(0, len(imgs), 512):
+            x = torch.from_numpy(imgs[i:i + 512]).permute(0, 3, 1, 2).float()
+            if x.shape[-1] != self.size or x.shape[-2] != self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="area")
+            if self.pad:
+                x = F.pad(x, (self.pad,) * 4, mode="replicate")
+            out.append(x.round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)  # (N, 3, S+2p, S+2p)
+
+    def action_chunks(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, chunk, A): actions idx..idx+chunk-1, the episode's last action repeated past its end."""
+        steps = idx[:, None] + torch.arange(self.chunk)[None]
+        steps = torch.minimum(steps, self.ep_end[idx][:, None])
+        return self.actions[steps]
+
+    def images_at(self, idx: torch.Tensor, gen: torch.Generator | None, augment: bool) -> dict[str, torch.Tensor]:
+        """{cam: float (B, H, W, 3) in [0, 255]}: random shift (crop of the padded frame) + colour jitter."""
+        out = {}
+        b, s, p = len(idx), self.size, self.pad
+        for c in self.cameras:
+            full = self.images[c][idx]
+            if augment and p:
+                ox = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+                oy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+                ar = torch.arange(s)
+                rows = (oy[:, None] + ar[None])[:, None, :, None].expand(b, 3, s, full.shape[3])
+                cols = (ox[:, None] + ar[None])[:, None, None, :].expand(b, 3, s, s)
+                x = full.gather(2, rows)
+                x = x.gather(3, cols)
+            else:
+                x = full[:, :, p:p + s, p:p + s]
+            x = x.float()
+            if augment:
+                bright = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2 * 255
+                contrast = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
+                mean = x.mean(dim=(1, 2, 3), keepdim=True)
+                x = ((x - mean) * contrast + mean + bright).clamp(0, 255)
+            out[c] = x.permute(0, 2, 3, 1)
+        return out

@@ -1,0 +1,158 @@
+"""The reference teacher: heads, language head, checkpoints (sha256, no pickle), distill, a resumable training run."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.interfaces import DataSource, Task
+from harness.plugins import make_method, make_suite
+from methods.reference import checkpoint as ckpt
+from methods.reference.adapter import MissingCheckpointError, ReferencePolicy
+from methods.reference.config import ReferenceConfig
+from methods.reference.model import EOS, ModelConfig, ReferenceVLA, WordTokenizer
+
+TINY = dict(cameras=["top"], image_size=32, stem_channels=[8], grid=4, width=32, expert_width=32, heads=2,
+            depth=3, chunk=4, flow_steps=2, proprio_dim=2, action_dim=2, vocab_size=12, max_text_len=8)
+
+
+def _batch(b=3):
+    g = torch.Generator().manual_seed(0)
+    return ({"top": torch.randint(0, 255, (b, 32, 32, 3), dtype=torch.uint8, generator=g)},
+            torch.tensor([[4, 5, 6, 0]] * b), torch.randn(b, 2, generator=g), torch.randn(b, 4, 2, generator=g))
+
+
+@pytest.mark.parametrize("head", ["flow", "regression", "discrete"])
+def test_heads_train_step_and_sample(head):
+    torch.manual_seed(0)
+    m = ReferenceVLA(ModelConfig(**{**TINY, "head": head}))
+    images, text, proprio, actions = _batch()
+    mask = text != 0
+    state = m.forward_prefix(m.embed_prefix(images, text, proprio, mask))
+    loss = m.action_loss(state, actions)
+    loss.backward()
+    assert torch.isfinite(loss) and m.blocks[0].qkv.weight.grad is not None
+    with torch.no_grad():
+        a = m.sample_actions(m.forward_prefix(m.embed_prefix(images, text, proprio, mask)))
+    assert a.shape == (3, 4, 2) and torch.isfinite(a).all()
+
+
+def test_padding_does_not_change_the_output():
+    torch.manual_seed(0)
+    m = ReferenceVLA(ModelConfig(**TINY)).eval()
+    images, _, proprio, noise = _batch(1)
+    with torch.no_grad():
+        short = m.sample_actions(m.forward_prefix(m.embed_prefix(images, torch.tensor([[4, 5]]), proprio)), noise)
+        padded = torch.tensor([[4, 5, 0, 0]])
+        long = m.sample_actions(m.forward_prefix(m.embed_prefix(images, padded, proprio, padded != 0)), noise)
+    torch.testing.assert_close(short, long, rtol=1e-4, atol=1e-5)
+
+
+def test_language_head_trains_and_generates():
+    torch.manual_seed(0)
+    tok = WordTokenizer.train(["slow down, a car is ahead.", "turn left at the junction."])
+    m = ReferenceVLA(ModelConfig(**{**TINY, "lang_head": True, "lang_vocab_size": len(tok), "lang_max_len": 6}))
+    images, text, proprio, _ = _batch(2)
+    target = torch.tensor([[2] + tok.encode("turn left at the junction.", 6, eos=True)] * 2)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    for _ in range(60):
+        st = m.forward_prefix(m.embed_prefix(images, text, proprio))
+        logits = m.lang_logits(st, target[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = m.generate_text(m.forward_prefix(m.embed_prefix(images, text, proprio)), 8)
+    assert tok.decode(out[0]) == "turn left at the junction."
+    assert out[0][-1] == EOS
+
+
+def test_tokenizer_round_trip():
+    tok = WordTokenizer.train(["put the bowl in the basket", "Pick up the KETCHUP"])
+    assert tok.decode(tok.encode("pick up the bowl", 10)) == "pick up the bowl"
+    assert tok.encode("pick up a zebra", 10)[-1] == 1  # unknown word
+
+
+def _export(tmp_path, fp16=True):
+    torch.manual_seed(0)
+    m = ReferenceVLA(ModelConfig(**TINY)).eval()
+    tok = WordTokenizer.train(["reach the red target"])
+    ckpt.export(m, tok, None, tmp_path, extra={"suite": "mock-v1", "seed": 0}, fp16=fp16)
+    return m, tok
+
+
+def test_checkpoint_round_trip_verifies_sha256(tmp_path):
+    m, tok = _export(tmp_path, fp16=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"]["model.safetensors"] == ckpt.sha256_file(tmp_path / "model.safetensors")
+    assert {"config", "tokenizer", "code", "seed", "suite"} <= set(manifest)
+    m2, tok2, _, _ = ckpt.load(tmp_path)
+    images, text, proprio, noise = _batch(1)
+    with torch.no_grad():
+        a1 = m.sample_actions(m.forward_prefix(m.embed_prefix(images, text[:, :3], proprio)), noise)
+        a2 = m2.sample_actions(m2.forward_prefix(m2.embed_prefix(images, text[:, :3], proprio)), noise)
+    assert torch.equal(a1, a2) and tok2.vocab == tok.vocab
+    raw = bytearray((tmp_path / "model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (tmp_path / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ckpt.ChecksumError, match="sha256"):
+        ckpt.load(tmp_path)
+
+
+def test_checkpoint_is_fp16_safetensors(tmp_path):
+    from safetensors import safe_open
+
+    _export(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("blocks.0.qkv.weight").dtype == torch.float16
+    m2, *_ = ckpt.load(tmp_path)
+    assert m2.blocks[0].qkv.weight.dtype == torch.float32
+
+
+def test_distill_without_checkpoint_names_make_teacher(tmp_path):
+    method = make_method("reference")
+    suite = make_suite("mock-v1")
+    cfg = method.config("mock-v1", overrides={"checkpoint": str(tmp_path / "absent")})
+    with pytest.raises(MissingCheckpointError, match="make teacher SUITE=mock-v1"):
+        method.distill(None, DataSource(suite, tmp_path), cfg)
+
+
+def test_policy_is_deterministic_per_seed(tmp_path):
+    _export(tmp_path)
+    model, tok, _, manifest = ckpt.load(tmp_path)
+    pol = ReferencePolicy(model, tok, None, manifest, ReferenceConfig(n_execute=2))
+    obs = {"images": {"top": np.zeros((32, 32, 3), np.uint8)}, "proprio": np.zeros(2, np.float32),
+           "instruction": "reach the red target"}
+    task = Task("red", "reach the red target")
+    pol.reset(task, 7)
+    a = pol.infer(obs)
+    pol.reset(task, 7)
+    b = pol.infer(obs)
+    assert a.n_execute == 2 and a.actions.shape == (4, 2)
+    np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_training_runs_and_resumes(tmp_path):
+    from methods.reference import train
+
+    tiny_model = json.dumps({k: v for k, v in TINY.items()
+                             if k not in ("cameras", "proprio_dim", "action_dim", "vocab_size")})
+    common = ["--suite", "mock-v1", "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "ckpt"),
+              "--threads", "1", "--set", f"model={tiny_model}", "--set", "demos_per_task=4", "--set", "batch=8",
+              "--set", "save_every=2", "--set", "eval_every=2", "--set", "warmup=1"]
+    import methods.reference.train as T
+
+    T.ROOT = tmp_path  # demos cache under tmp
+    assert train.main(common + ["--steps", "4", "--minutes", "0"]) == 0  # budget 0: stops after the first step
+    meta = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert meta["step"] == 1
+    assert train.main(common + ["--steps", "4"]) == 0
+    meta = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert meta["step"] == 4
+    manifest = ckpt.read_manifest(tmp_path / "ckpt")
+    assert manifest["train"]["complete"] and manifest["data"]["hash"]
+    curve = json.loads((tmp_path / "ckpt" / "curve.json").read_text())
+    assert [v["step"] for v in curve["val"]] == [2, 4]
+    ckpt.load(tmp_path / "ckpt")
