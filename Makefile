@@ -70,6 +70,10 @@ paper-tables: setup
 gate: setup
 	$(BIN)/vla-bench gate --baseline $(BASELINE) --candidate $(CANDIDATE) $(ARGS)
 
+# PNG of the report's index page for the README (headless Chromium; scripts/install_chromium.sh installs it).
+report-screenshot: report
+	$(BIN)/vla-bench report-screenshot --site $(OUT) --out docs/report.png
+
 # The README's test command: fast tests (< ~15 min); simulator tests run when their extra is installed.
 test:
 	@$(MAKE) --no-print-directory setup EXTRAS=$(TEST_EXTRAS)
