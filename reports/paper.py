@@ -164,7 +164,7 @@ def _num(v: float, metric: str) -> str:
 
 
 def interval_text(lo: float | None, hi: float | None, metric: str) -> str:
-    if lo is None or hi is None or lo == hi:
+    if lo is None or hi is None or metric == "flops_ratio":  # counted: a point, no interval
         return ""
     return f" [{_num(lo, metric)}, {_num(hi, metric)}]"
 
@@ -194,7 +194,7 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
             continue
         matched = []
         for sel in res.selected():
-            if sel.complete and claim_applies(c, sel.run):
+            if sel.complete and sel.run.method != sel.run.teacher and claim_applies(c, sel.run):
                 matched.append(sel.run)
         if not matched:
             cards.append({**base, "verdict": "no_results", "why": f"no complete run of {c['method']!r} on a "

@@ -63,6 +63,17 @@ def human(v: Any) -> str:
     return f"{v:.3g}"
 
 
+def duration(v: Any) -> str:
+    """A time given in ms, in the unit that keeps it readable (the sort key stays in ms)."""
+    if _bad(v):
+        return "\u2013"
+    if v >= 1:
+        return f"{v:.3g} ms"
+    if v >= 1e-3:
+        return f"{v * 1e3:.3g} \u00b5s"
+    return f"{v * 1e6:.3g} ns"
+
+
 def stat(v: Any) -> str:
     if _bad(v):
         return "\u2013"
@@ -80,7 +91,7 @@ def stat(v: Any) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(f=fmt, v=sort_value, human=human, stat=stat)
+    env.filters.update(f=fmt, v=sort_value, human=human, stat=stat, dur=duration)
     return env
 
 
