@@ -291,9 +291,8 @@ class LiberoExpert(Policy):
         inner = g.env.inner
         if target in inner.objects_dict or target in inner.fixtures_dict:
             lo, hi = g.aabb(target)
-            xy = (lo[:2] + hi[:2]) / 2
-            if target in inner.objects_dict:
-                xy = g.pos(target)[:2] * 0.5 + xy * 0.5
+            # LIBERO's On(a, b): contact, a above b, and |xy(a) - xy(b)| < 3 cm between *body origins*
+            xy = g.pos(target)[:2] if mode == "on" else (lo[:2] + hi[:2]) / 2
             surface = hi[2] if mode == "on" else lo[2] + (hi[2] - lo[2]) * 0.5
             top = hi[2]
         else:
@@ -399,7 +398,7 @@ class LiberoExpert(Policy):
                     m["grasp"] = self._grasp_spec(obj, priv)
                     self._goto(prim, "reopen")
                     return a
-                m["offset"] = eef[:2] - (lo[:2] + hi[:2]) / 2  # gripper relative to the held object's centre
+                m["offset"] = eef[:2] - g.pos(obj)[:2]  # gripper relative to the held object's origin
                 self._goto(prim, "carry")
             return a
         if prim.phase == "reopen":
@@ -419,10 +418,13 @@ class LiberoExpert(Policy):
             return a
         if prim.phase == "lower":
             place = m["place"]
-            z = place["surface"] + m["bottom_offset"] + (0.02 if mode == "on" else 0.03)
+            z = place["surface"] + m["bottom_offset"] + (0.008 if mode == "on" else 0.03)
             tgt = np.array([*m["drop_xy"], max(z, place["surface"] + 0.01)])
             a, err, _ = self._move(priv, tgt, gs["yaw"], GRIP_CLOSE, max_speed=0.5)
-            if err < 0.01 or prim.t > 60:
+            zs = m.setdefault("lower_z", [])
+            zs.append(eef[2])
+            stalled = len(zs) > 6 and abs(zs[-6] - eef[2]) < 0.002
+            if err < 0.006 or stalled or prim.t > 60:
                 self._goto(prim, "release")
             return a
         if prim.phase == "release":
