@@ -44,6 +44,19 @@ def screenshot(binary: str, page: Path, out: Path, width: int = 1400, height: in
     return out
 
 
+def dump_dom(binary: str, page: Path, timeout: float = 60.0) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and every console message Chromium logged (no websocket client needed)."""
+    with tempfile.TemporaryDirectory(prefix="vla-bench-chromium-") as profile:
+        proc = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+                               "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+                              timeout=timeout)
+    if proc.returncode != 0:
+        raise BrowserUnavailable(f"chromium --dump-dom exited {proc.returncode}: {proc.stderr[-500:]}")
+    # Chromium logs every console message at INFO level, whatever its kind: the report pages log nothing,
+    # so any console line counts as an error here.
+    return proc.stdout, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+
+
 class Page:
     """One tab driven over the DevTools protocol; collects console errors and uncaught exceptions."""
 

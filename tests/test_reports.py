@@ -300,6 +300,21 @@ def test_pages_in_headless_chromium(site):
 
 
 @pytest.mark.browser
+def test_pages_dump_dom_without_devtools(site):
+    """The dependency-light check (no websockets): scripts ran, plots are in the DOM, nothing hit the console."""
+    binary = _chromium()
+    from reports.browser import dump_dom
+
+    doms = {}
+    for name in ("index.html", "suite-mock-v1.html", "paper-tables/index.html"):
+        doms[name], console = dump_dom(binary, site / name)
+        assert console == [], (name, console)
+        assert 'data-sort-ready="1"' in doms[name], name
+    dom = doms["suite-mock-v1.html"]
+    assert dom.count('<svg class="plot"') == 2 and "<script>window.__pwned" not in dom
+
+
+@pytest.mark.browser
 def test_report_screenshot_writes_a_png(site, tmp_path, capsys):
     _chromium()
     out = tmp_path / "report.png"
