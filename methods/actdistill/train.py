@@ -193,7 +193,7 @@ def stage1(teacher: Any, frames: Frames, cfg: ActDistillConfig, folder: Path, pr
             opt.step()
             if step % 20 == 0 or step == cfg.stage1_steps - 1:
                 per_layer = [round(float(F.mse_loss(a, gt)), 4) for a in act.detach()]
-                curve.append({"step": step, "loss": float(loss), "per_layer_mse": per_layer})
+                curve.append({"step": step, "loss": float(loss.detach()), "per_layer_mse": per_layer})
                 bar.set_postfix(loss=f"{float(loss):.4f}")
         bar.close()
     heads.eval()
