@@ -133,6 +133,24 @@ def test_latest_complete_run_is_shown_and_said(results, tmp_path):
     assert rows["mock@broken"]["runs_note"] == "latest complete of 3 runs (by updated_at)"
 
 
+def test_in_progress_run_is_reported_as_partial(results, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(results, root)
+    (src,) = root.glob("mock-v1/mock/*/")
+    new = root / "mock-v1" / "mock" / "full-inprogress"
+    new.mkdir()
+    run = json.loads((src / "run.json").read_text())
+    run["run_id"], run["spec"]["profile"] = "full-inprogress", "full"
+    (new / "run.json").write_text(json.dumps(run))
+    lines = (src / "episodes.jsonl").read_text().splitlines(keepends=True)
+    (new / "episodes.jsonl").write_text("".join(lines[:3]) + lines[3][:20])  # torn last line, no metrics.json
+    out = tmp_path / "site"
+    assert main(["report", "--results", str(root), "--out", str(out)]) == 0
+    html = (out / "suite-mock-v1.html").read_text()
+    partial = html[html.index('id="partial"'):]
+    assert "showing the latest partial run (3 episodes so far)" in partial and "partial</span>" in partial
+
+
 def test_roofline_projection_and_byte_assumption():
     dev = {"name": "d", "peak_tflops": 100.0, "bandwidth_gbs": 1000.0, "efficiency": 0.5}
     p = project(dev, gflops_per_call=10.0, nbytes=4e6)  # compute 10e9/(50e12)=0.2 ms; memory 4e6/500e9=0.008 ms
