@@ -46,6 +46,7 @@ $(STAMP): | $(VENV)/bin/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" $(TORCH_PIN)
 	@if [ -n "$(findstring libero,$(EXTRAS))" ]; then bash scripts/fix_opencv.sh $(BIN); fi
+	@if [ -n "$(findstring simpler,$(EXTRAS))" ]; then bash scripts/install_system_deps.sh; fi  # Vulkan (Mesa lavapipe) for SAPIEN
 	@touch $@
 
 setup: $(STAMP)
