@@ -223,41 +223,47 @@ class SimplerExpert(Policy):
         return self._goto(p, np.r_[p[:2], 0.12], 0.0, OPEN, max_norm=0.4)
 
     # ----- lift the peg upright -----
+    WORK_XY = np.array([-0.08, 0.0])
     def _lift_peg(self, st: dict) -> np.ndarray:
+        """Grasp the peg at its middle, lift, turn the wrist 90 deg about the closing axis (approach ends up
+        pointing away from the robot), lower until the peg stands on the table, release, back off."""
         p, q = st["tcp_pose"][:3], st["tcp_pose"][3:]
-        L, w = st["peg_half_length"], st["peg_half_width"]
-        peg_q = st["target_pose"][3:]
+        L = st["peg_half_length"]
+        peg, peg_q = st["target_pose"][:3], st["target_pose"][3:]
         axis = quat_to_mat(peg_q)[:, 0]  # the peg's long axis
-        if self.stage <= 2 and "end" not in self.memo:
-            ax = axis[:2] / max(np.linalg.norm(axis[:2]), 1e-9)
-            self.memo["end"] = ax * (L - 0.03)  # grasp 3 cm from the end (xy offset from the centre)
         if self.stage <= 2:
-            # closing axis across the peg: align the gripper's closing axis with the peg's width direction
-            across = np.cross([0, 0, 1.0], axis)
-            across_q = _yaw_quat(np.arctan2(across[1], across[0]))
-            a = self._grasp(st, across_q, st["target_pose"][2], after=3, grip_close=-0.6,
-                            xy_offset=self.memo["end"], hover=0.06, period=np.pi)
+            across = np.cross([0, 0, 1.0], axis)  # close the fingers across the peg
+            a = self._grasp(st, _yaw_quat(np.arctan2(across[1], across[0])), peg[2], after=3, hover=0.06,
+                            period=np.pi)
             if a is not None:
                 return a
-        lift_z = 2 * L + 0.08
-        if self.stage == 3:  # lift high: the peg swings vertical about the fingers
-            if p[2] > lift_z - 0.01 or self.t_stage > 40:
+        R = quat_to_mat(q)
+        lift_z = L + 0.09
+        if self.stage == 3:  # lift
+            if not st["grasped"] and self.t_stage > 8:
+                self._next(0)
+            goal = np.r_[self.WORK_XY, lift_z]  # a pose where the wrist has room to turn
+            if np.linalg.norm(goal - p) < 0.01 or self.t_stage > 30:
                 self._next()
-            return self._goto(p, np.r_[p[:2], lift_z], 0.0, -0.6, max_norm=0.5)
-        if self.stage == 4:  # let it settle
-            if self.t_stage >= 10:
+            return self._goto(p, goal, 0.0, CLOSED)
+        if self.stage == 4:  # turn about the closing axis (body y) until the peg is vertical
+            if abs(axis[2]) > 0.997 or self.t_stage > 70:
                 self._next()
-            return self._goto(p, np.r_[p[:2], lift_z], 0.0, -0.6)
-        peg = st["target_pose"][:3]
+            s = 1.0 if R[0, 0] >= 0 else -1.0  # +rotation about body y swings the approach towards body x
+            tilt = np.arccos(np.clip(abs(axis[2]), 0, 1))
+            a = self._goto(p, np.r_[self.WORK_XY, lift_z], 0.0, CLOSED)
+            a[4] = s * float(np.clip(tilt / 0.1 * 1.5, 0.15, 1.0))
+            return a
         if self.stage == 5:  # lower until the peg stands on the table
-            if abs(peg[2] - L) < 0.004 or self.t_stage > 40:
+            if peg[2] - L < 0.003 or self.t_stage > 40:
                 self._next()
-            return self._goto(p, np.r_[p[:2], p[2] - (peg[2] - L)], 0.0, -0.6, max_norm=0.3)
-        if self.stage == 6:
+            return self._goto(p, np.r_[p[:2], p[2] - (peg[2] - L) - 0.002], 0.0, CLOSED, max_norm=0.3)
+        if self.stage == 6:  # release
             if self.t_stage >= 5:
                 self._next()
             return self._goto(p, p, 0.0, OPEN)
-        return self._goto(p, np.r_[p[:2], p[2] + 0.03], 0.0, OPEN, max_norm=0.3)
+        back = p - 0.04 * R[:, 2]  # back off along the approach direction
+        return self._goto(p, back, 0.0, OPEN, max_norm=0.3)
 
     # ----- bridge (WidowX, raw metre / radian deltas at 5 Hz) -----
     def _bridge(self, st: dict) -> np.ndarray:

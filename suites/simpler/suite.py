@@ -130,6 +130,15 @@ class _SimplerSuite(Suite):
                 "control_mode": self._cfg["control_mode"], "image_size": self._cfg["image_size"],
                 "MS_ASSET_DIR": os.environ.get("MS_ASSET_DIR")}
 
+    def demo_seed(self, task: Task, i: int) -> int:
+        """Seeds for demonstrations: a different derivation than ``episode_seed`` (disjointness is checked)."""
+        return derive_seed(self.suite_id, task.name, "demo", i)
+
+    def demonstrations(self) -> Any:
+        from suites.simpler.demos import load_demos
+
+        return load_demos(self.suite_id)
+
     def expert(self) -> Policy:
         from suites.simpler.expert import SimplerExpert
 
@@ -154,15 +163,6 @@ class SimplerTabletopSuite(_SimplerSuite):
         return envs.SimplerEnv(tier="tabletop", kind=task.meta["kind"], instruction=task.instruction,
                                ms_kwargs=ms_kwargs, env_cls=cls, env_id=None, camera=cfg["camera"],
                                image_size=size, privileged=privileged)
-
-    def demo_seed(self, task: Task, i: int) -> int:
-        """Seeds for demonstrations: a different derivation than ``episode_seed`` (disjointness is checked)."""
-        return derive_seed(self.suite_id, task.name, "demo", i)
-
-    def demonstrations(self) -> Any:
-        from suites.simpler.demos import load_demos
-
-        return load_demos(self.suite_id)
 
 
 class SimplerBridgeSuite(_SimplerSuite):
