@@ -21,11 +21,11 @@ from harness.interfaces import ActionChunk, Policy, Task
 from suites.driving.control import Path, TrackerGains, WaypointTracker, world_to_ego
 
 VERSION = "driving-expert-1.0"
-CANDIDATES = (2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0)
-PLAN_DT, PLAN_T = 0.25, 5.0
+CANDIDATES = (3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0)
+PLAN_DT, PLAN_T = 0.25, 6.0
 DISC_OFFS = np.array([-1.6, 0.0, 1.6])
 CLEARANCE = 3.0  # disc-centre distance under which two cars are taken to collide (2 x 1.1 m + 0.8 m margin)
-IDM = {"a": 2.0, "b": 3.0, "T": 1.3, "s0": 4.0, "delta": 4.0}
+IDM = {"a": 2.0, "b": 3.0, "T": 1.5, "s0": 5.0, "delta": 4.0}
 A_LAT_MAX = 3.0
 SIDE = {0: "left", 1: "middle", 2: "right"}
 
@@ -78,7 +78,7 @@ class DrivingExpert(Policy):
     def plan(self, env) -> tuple[np.ndarray, dict[str, Any]]:
         ego = env.ego
         scen = env.scenario.name
-        tp = env.task_params
+        tp = env.instructed
         v = float(ego.speed)
         v_des = float(ego.target_speed)
         notes: list[tuple[str, str]] = []
@@ -181,8 +181,16 @@ class DrivingExpert(Policy):
                 continue  # a follower: it is responsible for its gap
             if type(o).__name__ == "Obstacle":
                 P, H = np.repeat(o.position[None], len(times), 0), np.full(len(times), o.heading)
-            elif hasattr(o, "route") and o.speed > 0.05 and (P := self._along_route(o, times)) is not None:
+            elif hasattr(o, "route") and (P := self._along_route(env, o, float(o.speed) * times)) is not None:
                 P, H = P
+                vt = max(float(getattr(o, "target_speed", o.speed)), float(getattr(o.lane, "speed_limit", 0) or 0))
+                if env.scenario.name in ("intersection", "roundabout") and vt > o.speed + 1.0:
+                    # it may be starting off after yielding: add its accelerating (3 m/s^2) future as well
+                    vv = np.minimum(o.speed + 3.0 * times, vt)
+                    Q = self._along_route(env, o, np.cumsum(vv * PLAN_DT))
+                    if Q is not None:
+                        cents.append(Q[0])
+                        heads.append(Q[1])
             else:
                 dv = np.array([math.cos(o.heading), math.sin(o.heading)])
                 P = o.position[None] + dv[None] * (o.speed * times)[:, None]
@@ -196,15 +204,20 @@ class DrivingExpert(Policy):
         return C[:, :, None, :] + DISC_OFFS[None, None, :, None] * D[:, :, None, :]  # (N,T,3,2)
 
     @staticmethod
-    def _along_route(o, times):
+    def _along_route(env, o, s_ahead):
+        """Positions/headings at arc lengths ``s_ahead`` along the vehicle's planned route (highway-env's
+        ``position_heading_along_route``, as in ``predict_trajectory_constant_speed``)."""
         try:  # highway-env keeps the current lane id on the next roads, which can be out of range
-            pos, hd = o.predict_trajectory_constant_speed(times)
-            return np.asarray(pos), np.asarray(hd)
+            lon = o.lane.local_coordinates(o.position)[0]
+            route = o.route or [o.lane_index]
+            net = env.road.network
+            ph = [net.position_heading_along_route(route, lon + float(x), 0, o.lane_index) for x in s_ahead]
+            return np.array([p for p, _ in ph]), np.array([h for _, h in ph])
         except (IndexError, KeyError):
             return None
 
     def _choose(self, env, path: Path, s0: float, v: float, v_des: float, a_top: float):
-        cands = sorted({float(min(a, a_top)) for a in CANDIDATES} | {float(max(min(a_top, 2.0), -6.0))}, reverse=True)
+        cands = sorted({float(min(a, a_top)) for a in CANDIDATES} | {float(max(min(a_top, 3.0), -6.0))}, reverse=True)
         cands = [a for a in cands if a >= -6.0] or [-6.0]
         others = self._predictions(env, path, s0)
         if others is None:
@@ -260,7 +273,7 @@ class DrivingExpert(Policy):
     def _lane_path(self, env) -> tuple[Path, tuple[str, str] | None]:
         ego = env.ego
         x, y = float(ego.position[0]), float(ego.position[1])
-        tp = env.task_params
+        tp = env.instructed
         scen = env.scenario
         note = None
         if self.cur_lane is None:
@@ -347,7 +360,7 @@ class DrivingExpert(Policy):
     def _comment(self, env, notes: list, acc: float, v: float, v_des: float) -> tuple[str, str]:
         if notes:
             return notes[0]
-        tp = env.task_params
+        tp = env.instructed
         scen = env.scenario.name
         if acc > 0.5 and v < v_des - 1.0:
             return "accelerate", f"accelerating to {v_des:.0f} m/s"

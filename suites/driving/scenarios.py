@@ -212,11 +212,11 @@ class Roundabout(Scenario):
                 road.vehicles.append(v)
 
         add(("we", "sx", 1), 5.0 + rng.normal() * 2, sp + rng.normal() * sd)
-        for i in (1, -1):
-            add(("we", "sx", 0), 20.0 * i + rng.normal() * 2, sp + rng.normal() * sd)
+        for i in (1, -1):  # TUNED: highway-env puts these on the inner lane; inner-lane cars cut across the
+            add(("we", "sx", 1), 20.0 * i + rng.normal() * 2, sp + rng.normal() * sd)
         for k in range(int(p["extra_ring_vehicles"])):
             seg = [("se", "ex"), ("ee", "nx"), ("ne", "wx")][k % 3]
-            add((*seg, int(rng.integers(2))), float(rng.uniform(0, 10)), sp + rng.normal() * sd)
+            add((*seg, 1), float(rng.uniform(0, 10)), sp + rng.normal() * sd)
         for entry in p["entering_from"]:
             add((f"{entry}er", f"{entry}es", 0), 50.0 + rng.normal() * 8, sp + 2 + rng.normal() * sd)
         lon = float(p["ego_start"]) + float(rng.uniform(-5, 5))

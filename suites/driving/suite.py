@@ -77,7 +77,10 @@ class DrivingEnv(gym.Env):
         self.route = None
         self.route_end = None
         self.x_start = self.route_end_x = None
-        self.scenario.build(self, self.task_params, rng)
+        # what the ego is told (route, target lane/speed): the task's own instruction. Tests may pass
+        # options["route_params"] to build another instruction's route while success still checks the task's.
+        self.instructed = dict((options or {}).get("route_params") or self.task_params)
+        self.scenario.build(self, self.instructed, rng)
         self.ego = next(v for v in self.road.vehicles if type(v).__name__ == "EgoVehicle")
         if self.raster is None:
             self.raster = road_raster(self.scenario.road_key, self.road.network, **self.scenario.raster_kw)
@@ -238,7 +241,7 @@ class DrivingEnv(gym.Env):
         else:
             xs = self.trace["x"] or [self.x_start]
             frac = (max(xs) - self.x_start) / max(self.route_end_x - self.x_start, 1e-6)
-        return float(100.0 * np.clip(frac, 0.0, 1.0 if self.outcome != "running" else 0.999))
+        return float(100.0 * np.clip(frac, 0.0, 0.999))  # 100 only with success (arrived at the right place)
 
     # ------------------------------------------------------------------ obs / info / metrics
     def _obs(self) -> dict[str, Any]:
