@@ -24,9 +24,12 @@ export PYTHONUNBUFFERED := 1
 
 # Extras a suite needs, from its id (libero_object-v1 -> libero, driving_merge-v1 -> driving, ...).
 suite_extra = $(strip $(if $(findstring libero,$(1)),libero)$(if $(findstring driving,$(1)),driving)$(if $(findstring simpler,$(1)),simpler))
-EXTRAS ?= $(call suite_extra,$(SUITE))
+# ... plus ray for EXECUTOR=ray and server for METHOD=remote (docs/scaleout.md)
+space := $(empty) $(empty)
+run_extras = $(strip $(call suite_extra,$(SUITE)) $(if $(filter ray,$(EXECUTOR)),ray) $(if $(filter remote%,$(METHOD)),server))
+EXTRAS ?= $(subst $(space),$(comma),$(run_extras))
 # Extras the test suite exercises (simulator tests skip cleanly when an extra is missing).
-TEST_EXTRAS ?= driving,libero
+TEST_EXTRAS ?= driving,libero,server,ray
 comma := ,
 STAMP = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(subst $(comma),_,$(or $(EXTRAS),core))
 
@@ -84,6 +87,10 @@ test:
 HEAD ?= flow
 teacher: setup
 	$(BIN)/python -m methods.reference.train --suite $(SUITE) --head $(HEAD) $(ARGS)
+
+# Expert demonstrations, dispatched by SUITE to suites/<folder>/demos.py (SUITE=driving -> python -m suites.driving.demos).
+demos: setup
+	$(BIN)/python -m suites.$$($(BIN)/python -c "import sys; from harness.plugins import SUITES; print(SUITES.entry(sys.argv[1]).entry_point.split('.')[1])" $(SUITE)).demos --suite $(SUITE) $(ARGS)
 
 bench-harness: setup
 	$(BIN)/python benchmarks/harness_overhead.py $(ARGS)
