@@ -69,6 +69,21 @@ def test_gate_fails_when_successes_become_failures(mock_results, tmp_path, capsy
     assert "gate FAILED" in out
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not available")
+def test_make_gate_passes_itself_and_fails_a_copy_with_successes_turned_to_failures(mock_results, tmp_path):
+    """The Makefile target end to end (``-o setup``: the venv is already set up; no pip run in a test)."""
+    def make_gate(cand: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "--no-print-directory", "-o", "setup", "gate", f"BASELINE={mock_results}",
+                               f"CANDIDATE={cand}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    ok = make_gate(mock_results)
+    assert ok.returncode == 0 and "gate PASSED" in ok.stdout, ok.stdout + ok.stderr
+    cand = _copy(mock_results, tmp_path / "cand")
+    _rewrite_episodes(cand, lambda e: {**e, "success": False})
+    bad = make_gate(tmp_path / "cand")
+    assert bad.returncode != 0 and "gate FAILED" in bad.stdout, bad.stdout + bad.stderr
+
+
 def test_gate_reads_episodes_not_metrics_json(mock_results, tmp_path, capsys):
     cand = _copy(mock_results, tmp_path / "cand")
 
