@@ -233,6 +233,11 @@ class ConfigError(ValueError):
     """A malformed config; the message names the field."""
 
 
+class SuiteUnavailableError(RuntimeError):
+    """The suite is installed but cannot run on this machine (e.g. simulator assets are absent).
+    The message says exactly what to do; tests skip such suites with it."""
+
+
 class Method(ABC):
     """A compression method (or a reference model / expert) — the common distill/infer interface.
 

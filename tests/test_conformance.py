@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from harness.interfaces import PROFILES, ActionChunk, Method, Policy, Suite
+from harness.interfaces import PROFILES, ActionChunk, Method, Policy, Suite, SuiteUnavailableError
 from harness.plugins import METHODS, SUITES, make_method, make_suite
 from harness.runner import run, run_episode
 from harness.specs import RunSpec
@@ -28,6 +28,13 @@ def _suite_or_skip(suite_id: str) -> Suite:
 @pytest.fixture(scope="module", params=SUITES.names())
 def suite(request) -> Suite:
     return _suite_or_skip(request.param)
+
+
+def _skip_if_unavailable(suite: Suite) -> None:
+    """A suite may report (optional ``unavailable() -> str | None``) that its assets are not on this machine."""
+    why = getattr(suite, "unavailable", lambda: None)()
+    if why:
+        pytest.skip(f"suite {suite.suite_id}: {why}")
 
 
 def test_suite_folder_layout(suite):
@@ -67,6 +74,7 @@ def _check_obs(obs: dict, suite: Suite, privileged: bool) -> None:
 
 
 def test_suite_env_contract(suite):
+    _skip_if_unavailable(suite)
     ep = suite.episodes("smoke")[0]
     env = suite.make_env(ep.task, privileged=False)
     try:
@@ -88,8 +96,9 @@ def test_suite_expert_runs_one_episode(suite):
         expert = suite.expert()
     except NotImplementedError:
         pytest.skip(f"{suite.suite_id} has no scripted expert")
+    _skip_if_unavailable(suite)
     ep = suite.episodes("smoke")[0]
-    env = suite.make_env(ep.task, privileged=True)
+    env = _env_or_skip(suite, ep.task, privileged=True)
     try:
         result, _ = run_episode(env, expert, ep, privileged=True, timeout_s=600)
     finally:
