@@ -12,9 +12,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -38,7 +39,7 @@ def screenshot(binary: str, page: Path, out: Path, width: int = 1400, height: in
     with tempfile.TemporaryDirectory(prefix="vla-bench-chromium-") as profile:
         proc = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
                                f"--screenshot={out.resolve()}", page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
         raise BrowserUnavailable(f"chromium exited {proc.returncode} without writing {out}: {proc.stderr[-500:]}")
     return out
@@ -49,7 +50,7 @@ def dump_dom(binary: str, page: Path, timeout: float = 60.0) -> tuple[str, list[
     with tempfile.TemporaryDirectory(prefix="vla-bench-chromium-") as profile:
         proc = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
                                "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
     if proc.returncode != 0:
         raise BrowserUnavailable(f"chromium --dump-dom exited {proc.returncode}: {proc.stderr[-500:]}")
     # Chromium logs every console message at INFO level, whatever its kind: the report pages log nothing,

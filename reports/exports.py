@@ -3,6 +3,7 @@ Markdown (the headline columns, formatted, projected figures labelled as such)."
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ INTERNAL = {"page"}
 
 
 def _fmt(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return format(v, spec)
 

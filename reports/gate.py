@@ -80,10 +80,10 @@ def compare(base: Results, cand: Results, cfg: GateConfig) -> list[Row]:
         else:
             worse = pd["b"] > pd["c"]
             failed = worse and pd["p_mcnemar"] < cfg.alpha
-            row.checks.append(("success", failed,
-                               f"{pd['diff'] * 100:+.1f} pp on {pd['n']} shared episodes "
-                               f"(lost {pd['b']}, gained {pd['c']}; McNemar p={pd['p_mcnemar']:.3g}; "
-                               f"bootstrap 95% [{pd['ci95'][0] * 100:+.1f}, {pd['ci95'][1] * 100:+.1f}] pp)"))
+            detail = (f"{pd['diff'] * 100:+.1f} pp on {pd['n']} shared episodes "
+                      f"(lost {pd['b']}, gained {pd['c']}; McNemar p={pd['p_mcnemar']:.3g}; "
+                      f"bootstrap 95% [{pd['ci95'][0] * 100:+.1f}, {pd['ci95'][1] * 100:+.1f}] pp)")
+            row.checks.append(("success", failed, detail))
         if not c.complete:
             row.checks.append(("complete", False, f"candidate run is incomplete ({c.n} episodes)"))
         vb, vc = (b.metrics or {}).get("vs_teacher") or {}, (c.metrics or {}).get("vs_teacher") or {}
@@ -91,16 +91,16 @@ def compare(base: Results, cand: Results, cfg: GateConfig) -> list[Row]:
         row.info["speedup"] = (sb, sc)
         if sb is not None and sc is not None:
             floor = sb * (1 - cfg.latency_tol)
-            row.checks.append(("speedup", sc < floor, f"{sb:.3g}x -> {sc:.3g}x (floor {floor:.3g}x, "
-                                                     f"tolerance {cfg.latency_tol:.0%})"))
+            detail = f"{sb:.3g}x -> {sc:.3g}x (floor {floor:.3g}x, tolerance {cfg.latency_tol:.0%})"
+            row.checks.append(("speedup", sc < floor, detail))
         elif sb is not None:
             row.checks.append(("speedup", True, f"baseline has speedup {sb:.3g}x, candidate has none"))
         fb, fc = vb.get("flops_ratio"), vc.get("flops_ratio")
         row.info["flops_ratio"] = (fb, fc)
         if fb is not None and fc is not None:
             ceil = fb * (1 + cfg.flops_tol)
-            row.checks.append(("flops_ratio", fc > ceil, f"{fb:.4g} -> {fc:.4g} (ceiling {ceil:.4g}, "
-                                                          f"tolerance {cfg.flops_tol:.0%})"))
+            detail = f"{fb:.4g} -> {fc:.4g} (ceiling {ceil:.4g}, tolerance {cfg.flops_tol:.0%})"
+            row.checks.append(("flops_ratio", fc > ceil, detail))
         elif fb is not None:
             row.checks.append(("flops_ratio", True, f"baseline has FLOPs ratio {fb:.4g}, candidate has none"))
     return rows
@@ -133,8 +133,9 @@ def render(rows: list[Row], cfg: GateConfig) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     failures = [(r, name, detail) for r in rows for name, failed, detail in r.checks if failed]
     notes = [(r, name, detail) for r in rows for name, failed, detail in r.checks if not failed]
-    out = [f"vla-bench gate: success drop = worse and exact McNemar p < {cfg.alpha}; speedup may fall "
-           f"{cfg.latency_tol:.0%}; FLOPs ratio may rise {cfg.flops_tol:.0%}", "", *lines, ""]
+    title = (f"vla-bench gate: success drop = worse and exact McNemar p < {cfg.alpha}; speedup may fall "
+             f"{cfg.latency_tol:.0%}; FLOPs ratio may rise {cfg.flops_tol:.0%}")
+    out = [title, "", *lines, ""]
     for r, name, detail in failures:
         out.append(f"FAIL {'/'.join(r.key)} {name}: {detail}")
     for r, name, detail in notes:

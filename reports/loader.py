@@ -8,9 +8,10 @@ keys with no complete run are listed as in progress. Nothing is re-run and nothi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.results.schema import SchemaError
 from harness.results.store import RunDir, iter_runs
@@ -136,7 +137,7 @@ class Results:
     def keys(self, suite: str | None = None) -> list[tuple[str, str, str]]:
         return sorted({r.key for r in self.runs if suite is None or r.suite == suite})
 
-    def selected(self, suite: str | None = None) -> list["Selection"]:
+    def selected(self, suite: str | None = None) -> list[Selection]:
         """One entry per (suite, method, profile): the latest complete run, or the latest partial one."""
         out = []
         for key in self.keys(suite):

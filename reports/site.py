@@ -18,7 +18,7 @@ from reports.tables import leaderboard, measured_latency, per_task_matrix
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEXT_LIMIT = 10  # examples per generated-text field on a method page
-TEXT_KEYS = re.compile(r"explan|comment|text|caption|reason|language", re.I)
+TEXT_KEYS = re.compile(r"explan|comment|text|caption|reason|language", re.IGNORECASE)
 SPEEDUP_METHOD = ("a delta-method interval on log p50 from each record's p90-p50 spread and n (raw samples, when a "
                   "run stores them, are bootstrapped instead)")
 

@@ -11,7 +11,7 @@ from reports.loader import Results, Run, Selection
 def measured_latency(res: Results, sel: Selection) -> dict[str, dict[str, Any]]:
     """Measured latency per device for a (suite, method, profile): the latest complete run on each device,
     else a ``vla-bench profile`` record for that device. Never projected figures."""
-    suite, method, profile = sel.key
+    suite, method, _profile = sel.key
     out: dict[str, dict[str, Any]] = {}
     for r in sel.all_runs:  # newest first
         if r.complete and r.metrics and r.metrics.get("latency_ms") and r.device not in out:

@@ -18,7 +18,7 @@ from harness.cli import main
 from reports.analysis import bytes_per_call, project, speedup_interval
 from reports.loader import load_results
 from reports.paper import DEFAULT_PAPER, combine, condition_verdict
-from reports.site import build_site, run_page
+from reports.site import run_page
 from reports.tables import leaderboard
 
 METHODS = ("mock", "mock@teacher", "mock@broken", "expert")
