@@ -108,6 +108,9 @@ def leaderboard(res: Results, suite: str, devices: list[dict] | None = None) -> 
     devices = projected_devices() if devices is None else devices
     mdevs = measured_devices_for(res, suite)
     rows = [row_for(res, sel, devices, mdevs) for sel in res.selected(suite)]
+    teachers = {r["teacher"] for r in rows if r["teacher"]}
+    for r in rows:
+        r["is_teacher"] = r["method"] in teachers
     return sorted(rows, key=lambda x: (not x["complete"], -(x["success_rate"] or 0), x["method"], x["profile"]))
 
 
