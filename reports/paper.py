@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,7 @@ def write_paper_tables(res: Results, out: Path, *, claims_path: str | Path | Non
     claims, paper = load_claims(claims_path), load_paper_tables(paper_path)
     cards = claim_cards(res, claims, paper)
     d = out / "paper-tables"
+    shutil.rmtree(d, ignore_errors=True)  # only files this function writes live here
     d.mkdir(parents=True, exist_ok=True)
     cdf = cards_frame(cards)
     md_rows = [[r.paper, r.claim, r.published or "–", r.suite or "–", r.method or "–", r.profile or "–",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,9 @@ def build_site(res: Results, out: Path, *, claims_path: str | Path | None = None
     from reports.paper import write_paper_tables
 
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("suite-*.html"), *out.glob("run-*.html")]:  # pages of runs no longer there
+        stale.unlink()
+    shutil.rmtree(out / "exports", ignore_errors=True)
     env = environment()
     projected = projected_devices()
     common = {"results_root": str(res.root), "as_of": _as_of(res), "projected": projected, "root": ""}
