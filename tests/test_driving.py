@@ -141,12 +141,16 @@ def test_determinism(suite):
 @pytest.mark.parametrize("task,wrong", [("intersection_turn_left", "go_straight"),
                                         ("highway_change_left", "change_right")])
 def test_wrong_instruction_fails_destination(suite, task, wrong):
-    ep = next(e for e in suite.episodes("quick") if e.task.name == task)
+    """The expert driving another instruction's route never succeeds, and ends at the wrong exit / lane."""
+    eps = [e for e in suite.episodes("quick") if e.task.name == task][:4]
     wrong_params = next(t for t in suite.tasks() if t.meta["key"] == wrong).meta["params"]
-    _, m = _rollout(suite, ep, options={"route_params": wrong_params})
-    assert not m["success"] and m["outcome"] == "wrong_route" and m["infractions"]["wrong_route"] == 1
-    assert m["route_completion"] < 100.0
-    _, right = _rollout(suite, ep)
+    outcomes = []
+    for ep in eps:
+        _, m = _rollout(suite, ep, options={"route_params": wrong_params})
+        assert not m["success"] and m["route_completion"] < 100.0
+        outcomes.append(m["outcome"])
+    assert "wrong_route" in outcomes and "success" not in outcomes, outcomes
+    _, right = _rollout(suite, eps[0])
     assert right["outcome"] != "wrong_route"
 
 
