@@ -198,8 +198,13 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
             if sel.complete and sel.run.method != sel.run.teacher and claim_applies(c, sel.run):
                 matched.append(sel.run)
         if not matched:
-            cards.append({**base, "verdict": "no_results", "why": f"no complete run of {c['method']!r} on a "
-                                                                  f"{'/'.join(c['suites'])} suite yet", "runs": []})
+            why = f"no complete run of {c['method']!r} on a {'/'.join(c['suites'])} suite yet"
+            others = sorted({s.run.method for s in res.selected() if s.complete and s.run.method != s.run.teacher
+                             and claim_applies({**c, "variant_regex": None}, s.run)})
+            if others:
+                why += (f"; runs of {', '.join(others)} exist but their variant does not match "
+                        f"{c['variant_regex']!r} (reports/claims.yaml)")
+            cards.append({**base, "verdict": "no_results", "why": why, "runs": []})
             continue
         for run in matched:
             conds = []
