@@ -180,6 +180,15 @@ class LiberoEnv(gym.Env):
             "env": self,  # handle for geometry queries (sim, model); never serialised
         }
 
+    def _reset_gripper_memory(self) -> None:
+        """robosuite's gripper model integrates its command (``current_action``) and only zeroes it when the model
+        is rebuilt (hard reset). Without a hard reset the previous episode's gripper command would leak into the
+        warm-up of the next one (measured: 2 mm state differences): zero it, as a hard reset would."""
+        for robot in self.inner.robots:
+            gripper = getattr(robot, "gripper", None)
+            if gripper is not None and hasattr(gripper, "current_action"):
+                gripper.current_action = np.zeros(gripper.dof)
+
     # ----- Gymnasium API -----
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -201,6 +210,7 @@ class LiberoEnv(gym.Env):
             self._env.reset()
             raw = self._env.set_init_state(self.init_states[idx])
             self.init_index, self.placement_seed = idx, None
+        self._reset_gripper_memory()
         self._steps = 0
         warm = np.asarray(self.p["warmup_action"], dtype=np.float64)
         for _ in range(int(self.p["num_steps_wait"])):
