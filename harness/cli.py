@@ -4,6 +4,7 @@
     vla-bench bench --method M --suite S ...     evaluate (distil first if needed; resumable)
     vla-bench profile --method M --suite S       FLOPs/latency of M and the suite's teacher, interleaved
     vla-bench validate RESULTS                   check every result file against the schema
+    vla-bench serve --method M --suite S         serve M's policy over a socket (client: --method remote)
 
 Bad input (an unknown name, a malformed config) exits with code 2 and names the closest valid choice.
 """
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--episode-timeout", type=float, default=1800.0)
         s.add_argument("--quiet", "-q", action="store_true")
         s.set_defaults(fn=fn)
+    from harness.server.cli import add_serve_command  # policy server (docs/scaleout.md)
+
+    add_serve_command(sub)
     v = sub.add_parser("validate", help="validate every result file under RESULTS")
     v.add_argument("results", nargs="?", default="results")
     v.set_defaults(fn=cmd_validate)

@@ -38,7 +38,7 @@ class MockPolicy(Policy):
         rc = np.argwhere(mask).mean(axis=0)
         return rc / (img.shape[0] - 1)
 
-    def infer(self, obs: dict[str, Any]) -> ActionChunk:
+    def infer(self, obs: dict[str, Any], gain: float | None = None) -> ActionChunk:
         self.calls += 1
         if self.cfg.delay_s > 0:
             time.sleep(self.cfg.delay_s)
@@ -47,8 +47,9 @@ class MockPolicy(Policy):
             while time.thread_time() < end:
                 pass
         img = obs["images"]["top"]
-        with torch.inference_mode():
-            gain = torch.sigmoid(self.model(torch.from_numpy(img)[None])).item()  # in (0, 1): speed scale
+        if gain is None:  # given by infer_batch
+            with torch.inference_mode():
+                gain = torch.sigmoid(self.model(torch.from_numpy(img)[None])).item()  # in (0, 1): speed scale
         colour = next(iter(COLOURS)) if self.cfg.ignore_instruction else obs["instruction"].split()[2]
         target = self._target(img, colour)
         pos = np.asarray(obs["proprio"], dtype=float)
@@ -66,6 +67,15 @@ class MockPolicy(Policy):
 
     def episode_stats(self) -> dict[str, Any]:
         return {"infer_calls": self.calls}
+
+    @classmethod
+    def infer_batch(cls, policies: list["MockPolicy"], obs: list[dict[str, Any]]) -> list[ActionChunk]:
+        """Policy-server batching: one forward pass over several sessions' images (the sessions share the
+        model); noise and faults stay per session."""
+        imgs = torch.from_numpy(np.stack([o["images"]["top"] for o in obs]))
+        with torch.inference_mode():
+            gains = torch.sigmoid(policies[0].model(imgs)).flatten().tolist()
+        return [p.infer(o, gain=g) for p, o, g in zip(policies, obs, gains)]
 
 
 class MockMethod(Method):

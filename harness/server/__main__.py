@@ -1,0 +1,3 @@
+from harness.server.cli import main
+
+raise SystemExit(main())
