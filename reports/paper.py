@@ -191,7 +191,8 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
         base = {"claim_id": c["id"], "paper": c["paper"], "arxiv": c.get("arxiv"), "claim": c["claim"],
                 "evidence": ev, "note": c.get("note", ""), "label": LABEL}
         if not c.get("testable", True):
-            cards.append({**base, "verdict": "untestable", "why": c["why"], "runs": []})
+            cards.append({**base, "verdict": "untestable", "why": c["why"], "runs": [],
+                          "summary": f"{c['paper']}: {c['claim']} — not testable on vla-bench: {c['why']}"})
             continue
         matched = []
         for sel in res.selected():
@@ -204,7 +205,8 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
             if others:
                 why += (f"; runs of {', '.join(others)} exist but their variant does not match "
                         f"{c['variant_regex']!r} (reports/claims.yaml)")
-            cards.append({**base, "verdict": "no_results", "why": why, "runs": []})
+            cards.append({**base, "verdict": "no_results", "why": why, "runs": [],
+                          "summary": f"{c['paper']}: {c['claim']} — no reproduction yet: {why}"})
             continue
         for run in matched:
             conds = []
@@ -218,7 +220,7 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
             cards.append({**base, "verdict": verdict, "why": "", "suite": run.suite, "method": run.method,
                           "profile": run.profile, "reportable": run.reportable, "run_id": run.run_id,
                           "teacher": run.teacher or "", "n": run.n, "conditions": conds,
-                          "summary": f"{c['paper']}: {c['claim']} — {LABEL} ({run.teacher or 'no teacher'}) on "
+                          "summary": f"{c['paper']}: {c['claim']} — {run.method}, {LABEL} ({run.teacher or 'no teacher'}) on "
                                      f"{run.suite} [{run.profile}{'' if run.reportable else ', NOT reportable'}]: "
                                      + ", ".join(x["text"] for x in conds) + f": {verdict.replace('_', ' ')}"})
     return cards
@@ -270,9 +272,10 @@ def write_paper_tables(res: Results, out: Path, *, claims_path: str | Path | Non
                 "–" if r.metric is None else _fmt(_none(r.reproduced), r.metric) + interval_text(
                     _none(r.lo), _none(r.hi), r.metric),
                 (r.condition_verdict or r.verdict).replace("_", " ")] for r in cdf.itertuples()]
+    summaries = "".join(f"- {c['summary']}\n" for c in cards)
     write_table(cdf, d / "claims", "### Paper claims vs reproduction (" + LABEL + ")\n\n" + markdown_table(
         ["paper", "claim", "published (confidence: source)", "suite", "method", "profile", "condition",
-         "reproduced [95% CI]", "verdict"], md_rows))
+         "reproduced [95% CI]", "verdict"], md_rows) + "\n#### Claim cards\n\n" + summaries)
     pdf = published_frame(paper)
     write_table(pdf, d / "published", "### Published numbers (as reported by the papers; not reproduced)\n\n"
                 + markdown_table(list(pdf.columns), pdf.fillna("–").values.tolist()))
