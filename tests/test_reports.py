@@ -219,6 +219,11 @@ def test_claim_cards_on_mock_results(results, tmp_path, capsys):
     assert all("reproduced on vla-bench reference teacher (mock@teacher)" == x for x in df["label"])
     html = (out / "paper-tables" / "index.html").read_text()
     assert "not reproduced" in html and "NOT reportable (smoke)" in html
+    md = (out / "paper-tables" / "claims.md").read_text()
+    card = next(line for line in md.splitlines() if "— mock@broken," in line)
+    assert card.startswith("- Mock paper: faster, no success drop — mock@broken, reproduced on vla-bench reference "
+                           "teacher (mock@teacher) on mock-v1 [smoke, NOT reportable]: ")
+    assert card.endswith(": not reproduced") and " pp [" in card
 
 
 def test_claim_whose_variant_matches_no_run_says_why(results, tmp_path):
