@@ -78,3 +78,23 @@ def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", framealpha=0.8)
     return _svg(fig, prefix)
+
+
+def success_svg(rows: list[dict], title: str, prefix: str) -> str | None:
+    """Success rate per (method, profile) with Wilson 95% intervals: drawn even when nothing was profiled."""
+    pts = [r for r in rows if r.get("success_rate") is not None]
+    if not pts:
+        return None
+    pts = sorted(pts, key=lambda r: r["success_rate"])
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(pts)))
+    for i, r in enumerate(pts):
+        y = r["success_rate"]
+        ax.errorbar([y], [i], xerr=[[y - r["success_lo"]], [r["success_hi"] - y]], fmt="o", color="#2a6fb0",
+                    capsize=3, markerfacecolor="#2a6fb0" if r["reportable"] else "white")
+    ax.set_yticks(range(len(pts)))
+    ax.set_yticklabels([f"{r['method']} [{r['profile']}]" for r in pts], fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("success rate (Wilson 95% CI; hollow: not reportable)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    return _svg(fig, prefix)

@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from reports.analysis import all_devices, projected_devices
 from reports.loader import Results, Selection
-from reports.plots import pareto_svg
+from reports.plots import pareto_svg, success_svg
 from reports.tables import leaderboard, measured_latency, per_task_matrix
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -125,6 +125,10 @@ def _plots(rows: list[dict], measured: list[str], suite: str) -> tuple[list[dict
     missing = [r["method"] for r in done if r.get("gflops_per_call") is None]
     if missing:
         notes.append(f"no FLOPs count: {', '.join(missing)}")
+    svg = success_svg(done, f"{suite}: success by method", "success-by-method")
+    if svg:
+        plots.append({"svg": svg, "caption": "Success rate per method and profile with Wilson 95% intervals "
+                                             "(all complete rows, profiled or not)."})
     return plots, "; ".join(notes)
 
 

@@ -61,7 +61,7 @@ def test_site_has_index_suite_and_method_pages(results, site):
         assert (site / run_page("mock-v1", m, "smoke")).exists(), m
     assert (site / "paper-tables" / "index.html").exists()
     html = (site / "suite-mock-v1.html").read_text()
-    assert html.count('<svg class="plot"') == 2  # success vs cpu latency, success vs FLOPs
+    assert html.count('<svg class="plot"') == 3  # success vs cpu latency, success vs FLOPs, success by method
     assert "Pareto frontier" in html
 
 
@@ -329,7 +329,7 @@ def test_pages_in_headless_chromium(site):
         boxes = page.eval("Array.from(document.querySelectorAll('svg.plot')).map(s => {"
                           "const b = s.getBoundingClientRect(); return [b.width, b.height,"
                           " s.querySelectorAll('path, use').length]; })")
-        assert len(boxes) == 2 and all(w > 200 and h > 150 and n > 5 for w, h, n in boxes), boxes
+        assert len(boxes) == 3 and all(w > 200 and h > 150 and n > 5 for w, h, n in boxes), boxes
         labels = page.eval("Array.from(document.querySelectorAll('svg.plot text')).map(t => t.textContent)")
         assert any("mock@broken" in t for t in labels)
 
@@ -346,7 +346,7 @@ def test_pages_dump_dom_without_devtools(site):
         assert console == [], (name, console)
         assert 'data-sort-ready="1"' in doms[name], name
     dom = doms["suite-mock-v1.html"]
-    assert dom.count('<svg class="plot"') == 2 and "<script>window.__pwned" not in dom
+    assert dom.count('<svg class="plot"') == 3 and "<script>window.__pwned" not in dom
 
 
 @pytest.mark.browser
