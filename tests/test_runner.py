@@ -38,7 +38,7 @@ def test_three_files_with_every_field(tmp_path):
     assert m["gflops_per_call"] > 0 and m["gflops_per_action"] == pytest.approx(m["gflops_per_call"] / 2)
     assert set(m["latency_ms"]) >= {"p50", "p90", "p99", "mean"} and m["cpu_ms"]["p50"] > 0
     assert m["params"] > 0 and m["threads"] == 1 and m["device"] == "cpu"
-    assert m["vs_teacher"]["teacher"] == "mock@teacher"
+    assert m["vs_teacher"]["teacher"] == "reference"
     assert m["vs_teacher"]["flops_ratio"] < 1 and m["vs_teacher"]["speedup"] > 0
     lo, hi = m["success_ci95"]
     assert lo <= m["success_rate"] <= hi

@@ -97,7 +97,7 @@ class MockExpert(Policy):
 class MockSuite(Suite):
     suite_id = "mock-v1"
     description = "tiny 2-D reaching task (tests only)"
-    teacher = "mock@teacher"
+    teacher = "reference"  # the reference VLA trained on mock demos (methods/reference/checkpoints/mock-v1)
     cameras = ("top",)
 
     def tasks(self) -> list[Task]:
