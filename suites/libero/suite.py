@@ -136,10 +136,13 @@ class LiberoEnv(gym.Env):
         if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
             raise PhysicsError(f"MuJoCo state is not finite after step {self._steps} "
                                f"(task {self.task.name}, init state {self.init_index})")
-        bad = int(d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number)
-        if bad:
-            raise PhysicsError(f"MuJoCo reported {bad} bad-acceleration warning(s) (simulation unstable) at step "
-                               f"{self._steps} (task {self.task.name}, init state {self.init_index})")
+        # MuJoCo resets the data on NaN/inf/huge qpos, qvel or qacc and only counts a warning: check the counters
+        for kind in ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC"):
+            n = int(d.warning[getattr(mujoco.mjtWarning, kind)].number)
+            if n:
+                raise PhysicsError(f"MuJoCo state is not finite or unstable ({kind[7:]} warning x{n}; MuJoCo reset "
+                                   f"the simulation) at step {self._steps} (task {self.task.name}, init state "
+                                   f"{self.init_index})")
 
     def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
         """One upright RGB frame from ``camera`` ('agentview' | 'wrist'), the standard LIBERO render."""
