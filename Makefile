@@ -90,7 +90,7 @@ teacher: setup
 
 # Expert demonstrations, dispatched by SUITE to suites/<folder>/demos.py (SUITE=driving -> python -m suites.driving.demos).
 demos: setup
-	$(BIN)/python -m suites.$$($(BIN)/python -c "import sys; from harness.plugins import SUITES; print(SUITES.entry(sys.argv[1]).entry_point.split('.')[1])" $(SUITE)).demos --suite $(SUITE) $(ARGS)
+	$(BIN)/python -m suites.$$($(BIN)/python -c "import sys; from harness.plugins import SUITES; n = sys.argv[1]; n = n if n in SUITES else n + '-v1'; print(SUITES.entry(n).entry_point.split('.')[1])" $(SUITE)).demos --suite $(SUITE) $(ARGS)
 
 bench-harness: setup
 	$(BIN)/python benchmarks/harness_overhead.py $(ARGS)
