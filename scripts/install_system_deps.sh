@@ -9,6 +9,29 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; the
 export DEBIAN_FRONTEND=noninteractive
 
 # ---------------------------------------------------------------------------------------------------
+# libero (MuJoCo rendering): EGL needs nothing beyond Mesa's libEGL (already there with libgl1-mesa-dri);
+# OSMesa (MUJOCO_GL=osmesa, the fallback and the speed benchmark's second backend) needs libosmesa6 from
+# the same Mesa as the rest (backports when the simpler section below upgraded Mesa).
+# ---------------------------------------------------------------------------------------------------
+if [ "${1:-all}" = "all" ] || [ "${1:-}" = "libero" ]; then
+  if dpkg-query -W -f='${Status}' libosmesa6 2>/dev/null | grep -q "ok installed"; then
+    echo "install_system_deps[libero]: libosmesa6 $(dpkg-query -W -f='${Version}' libosmesa6) already installed"
+  elif [ -f /etc/debian_version ]; then
+    MESA=$(dpkg-query -W -f='${Version}' libgl1-mesa-dri 2>/dev/null || true)
+    $SUDO apt-get update -qq
+    if [[ "$MESA" == *bpo* ]]; then
+      $SUDO apt-get install -y -qq -t bookworm-backports libosmesa6 >/dev/null
+    else
+      $SUDO apt-get install -y -qq libosmesa6 >/dev/null
+    fi
+    echo "install_system_deps[libero]: installed libosmesa6 $(dpkg-query -W -f='${Version}' libosmesa6)"
+  else
+    echo "install_system_deps[libero]: not Debian; install OSMesa yourself for MUJOCO_GL=osmesa (EGL works without it)" >&2
+  fi
+fi
+[ "${1:-}" = "libero" ] && exit 0  # `install_system_deps.sh libero`: only the section above
+
+# ---------------------------------------------------------------------------------------------------
 # simpler (ManiSkill3 / SAPIEN 3): Vulkan on CPU through Mesa lavapipe from Debian bookworm-backports.
 # bookworm's own Mesa 22.3 lavapipe lacks descriptorBindingPartiallyBound, so SAPIEN finds no device.
 # Installing backports' mesa-vulkan-drivers also upgrades the Mesa GL/EGL libraries LIBERO's MuJoCo EGL
@@ -45,3 +68,4 @@ if [ -f /etc/debian_version ] && grep -q '^12' /etc/debian_version; then
 else
   echo "install_system_deps[simpler]: not Debian 12 (bookworm); install a Mesa >= 25 lavapipe (mesa-vulkan-drivers) and libvulkan1 yourself" >&2
 fi
+
