@@ -92,7 +92,21 @@ class ReferenceMethod(Method):
     }
 
     def checkpoint_folder(self, suite_id: str, config: ReferenceConfig) -> Path:
-        return Path(config.checkpoint) if config.checkpoint else ckpt.checkpoint_dir(suite_id, config.head)
+        """The suite's own folder, else a folder whose manifest ``serves`` it (e.g. the ``driving`` group teacher,
+        trained on all four scenarios, serves each ``driving_<scenario>-v1``)."""
+        if config.checkpoint:
+            return Path(config.checkpoint)
+        own = ckpt.checkpoint_dir(suite_id, config.head)
+        if (own / ckpt.MANIFEST).exists():
+            return own
+        for manifest in sorted(ckpt.CHECKPOINTS.glob(f"*/{ckpt.MANIFEST}")):
+            try:
+                m = ckpt.read_manifest(manifest.parent)
+            except (OSError, ValueError):
+                continue
+            if suite_id in m.get("serves", []) and m.get("head", "flow") == config.head:
+                return manifest.parent
+        return own
 
     def distill(self, teacher: Policy | None, data: DataSource, config: ReferenceConfig) -> Policy:
         suite_id = data.suite.suite_id

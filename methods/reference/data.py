@@ -30,8 +30,17 @@ def train_seed(suite_id: str, task_name: str, i: int) -> int:
     return derive_seed(suite_id, "reference-train", task_name, i)
 
 
+def _shrink(img: np.ndarray, size: int | None) -> np.ndarray:
+    """Area-downsample a uint8 (H, W, 3) image by an integer factor to ``size`` (no-op when None/equal)."""
+    if not size or img.shape[0] == size:
+        return img
+    f = img.shape[0] // size
+    return img[: size * f, : size * f].reshape(size, f, size, f, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+
+
 def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 0.0, max_tries: int = 3,
-                            progress: bool = True) -> list[Episode]:
+                            progress: bool = True, tasks: list | None = None,
+                            store_size: int | None = None) -> list[Episode]:
     """Roll out the suite's privileged expert from training seeds; keep successful episodes.
 
     Observations are recorded without ``privileged``; the label is the expert's clean action; the executed
@@ -42,8 +51,8 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
     eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
     expert = suite.expert()
     out: list[Episode] = []
-    bar = tqdm(total=per_task * len(suite.tasks()), desc=f"demos {suite.suite_id}", disable=not progress)
-    for task in suite.tasks():
+    bar = tqdm(total=per_task * len(tasks if tasks is not None else suite.tasks()), desc=f"demos {suite.suite_id}", disable=not progress)
+    for task in tasks if tasks is not None else suite.tasks():
         env = suite.make_env(task, privileged=True)
         got, i = 0, 0
         while got < per_task and i < per_task * max_tries:
@@ -56,15 +65,16 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
             obs, info = env.reset(seed=seed, options={"episode": spec})
             expert.reset(task, seed)
             imgs: dict[str, list] = {c: [] for c in obs["images"]}
-            prop, acts = [], []
+            prop, acts, texts = [], [], []
             success, steps = False, 0
             while steps < spec.max_steps and not success:
                 chunk = expert.infer(obs)
                 for a in chunk.executed():
                     for c, im in obs["images"].items():
-                        imgs[c].append(im)
+                        imgs[c].append(_shrink(im, store_size))
                     prop.append(np.asarray(obs["proprio"], np.float32))
                     acts.append(np.asarray(a, np.float32))
+                    texts.append(str(chunk.extras.get("text", "")))
                     noisy = a + rng.normal(0, dart_noise, size=np.shape(a)) if dart_noise > 0 else a
                     lo, hi = env.action_space.low, env.action_space.high
                     obs, _, term, trunc, info = env.step(np.clip(noisy, lo, hi).astype(env.action_space.dtype))
@@ -76,7 +86,7 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
                     break
             if success:
                 out.append(Episode({c: np.stack(v) for c, v in imgs.items()}, np.stack(prop), np.stack(acts),
-                                   task.instruction, None, task.name))
+                                   task.instruction, texts if any(texts) else None, task.name))
                 got += 1
                 bar.update(1)
         env.close()
@@ -149,7 +159,7 @@ class FlatDemos:
 
     def __init__(self, episodes: list[Episode], cameras: list[str], image_size: int, chunk: int, pad: int):
         self.cameras, self.size, self.chunk, self.pad = cameras, image_size, chunk, pad
-        self.images = {c: self._resize(np.concatenate([e.images[c] for e in episodes])) for c in cameras}
+        self.images = {c: torch.cat([self._resize(e.images[c]) for e in episodes]) for c in cameras}
         self.proprio = torch.from_numpy(np.concatenate([e.proprio for e in episodes]).astype(np.float32))
         self.actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]).astype(np.float32))
         lengths = [len(e.actions) for e in episodes]
@@ -201,3 +211,33 @@ class FlatDemos:
                 x = ((x - mean) * contrast + mean + bright).clamp(0, 255)
             out[c] = x.permute(0, 2, 3, 1)
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Collect expert demos for suites that have none recorded: one part file per task range (parallel)."""
+    import argparse
+
+    from harness.plugins import make_suite
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--per-task", type=int, default=20)
+    ap.add_argument("--tasks", default="", help="task index range a-b (inclusive); default all")
+    ap.add_argument("--dart", type=float, default=0.0)
+    ap.add_argument("--size", type=int, default=0, help="store images at this size (integer downsampling)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    suite = make_suite(args.suite)
+    tasks = suite.tasks()
+    if args.tasks:
+        a, b = (int(x) for x in args.tasks.split("-"))
+        tasks = tasks[a:b + 1]
+    eps = collect_expert_episodes(suite, args.per_task, dart_noise=args.dart, tasks=tasks,
+                                  store_size=args.size or None)
+    save_episodes(eps, Path(args.out))
+    print(f"{len(eps)} episodes, {sum(len(e.actions) for e in eps)} frames -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -446,13 +446,22 @@ class ReferenceVLA(nn.Module):
 
     # ----- losses -----
     def action_loss(self, state: PrefixState, actions: torch.Tensor, *, skip: frozenset[int] | set[int] = frozenset(),
-                    generator: torch.Generator | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, weights: torch.Tensor | None = None,
+                    flow_samples: int = 1) -> torch.Tensor:
         """Training loss on raw actions (B, chunk, A). ``weights`` (A,) per action dimension."""
         cfg = self.cfg
         a = (actions - self.action_mean) / self.action_std
         b = a.shape[0]
         w = weights if weights is not None else torch.ones(cfg.action_dim, device=a.device)
         if cfg.head == "flow":
+            if flow_samples > 1:  # several (noise, t) draws per prefix: more flow signal per backbone pass
+                a = a.repeat_interleave(flow_samples, dim=0)
+                state = PrefixState(state.x, state.ids, state.spans, state.valid,
+                                    {i: (k.repeat_interleave(flow_samples, 0), v.repeat_interleave(flow_samples, 0))
+                                     for i, (k, v) in state.kv.items()},
+                                    {i: (m.repeat_interleave(flow_samples, 0) if m is not None else None)
+                                     for i, m in state.kv_valid.items()})
+                b = a.shape[0]
             noise = torch.randn(a.shape, generator=generator, device=a.device)
             # pi0: t ~ Beta(1.5, 1) emphasises noisier times; mapped to (0.001, 1)
             u = torch.rand(b, generator=generator, device=a.device)

@@ -50,6 +50,7 @@ class TrainConfig:
     dart_noise: float = 0.0
     lang_weight: float = 0.3
     action_weights: list[float] | None = None
+    flow_samples: int = 1  # (noise, t) draws per sample for the flow loss (the expert is cheap next to the backbone)
 
 
 def preset_for(suite_id: str) -> dict[str, Any]:
@@ -65,8 +66,13 @@ def get_episodes(suite, cfg: TrainConfig, cache: Path, log) -> list:
         eps = episodes_from_suite(suite)
         log(f"[teacher] {len(eps)} demonstration episodes from {suite.suite_id}.demonstrations()")
         return eps, "suite.demonstrations()"
-    except NotImplementedError:
-        pass
+    except (NotImplementedError, ImportError, FileNotFoundError) as e:
+        log(f"[teacher] {suite.suite_id}.demonstrations() unavailable ({type(e).__name__}: {e})")
+    parts = sorted(cache.glob("demos_part*.npz"))
+    if parts:
+        eps = [e for p in parts for e in load_episodes(p)]
+        log(f"[teacher] {len(eps)} expert episodes from {len(parts)} part files in {cache}")
+        return eps, "expert roll-outs from training seeds (python -m methods.reference.data)"
     path = cache / "demos.npz"
     if path.exists():
         eps = load_episodes(path)
@@ -127,7 +133,7 @@ def losses(model: ReferenceVLA, b: dict[str, Any], cfg: TrainConfig, gen: torch.
            ) -> dict[str, torch.Tensor]:
     state = model.forward_prefix(model.embed_prefix(b["images"], b["text"], b["proprio"], b["text_mask"]))
     w = torch.tensor(cfg.action_weights) if cfg.action_weights else None
-    out = {"action": model.action_loss(state, b["actions"], generator=gen, weights=w)}
+    out = {"action": model.action_loss(state, b["actions"], generator=gen, weights=w, flow_samples=cfg.flow_samples)}
     if "lang" in b:
         logits = model.lang_logits(state, b["lang"][:, :-1])
         out["lang"] = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "curve.json").write_text(json.dumps(curve))
         previous = ckpt.read_manifest(out_dir) if (out_dir / ckpt.MANIFEST).exists() else {}
         ckpt.export(model, tok, lang_tok, out_dir, extra={
-            "suite": suite.suite_id, "head": args.head, "seed": cfg.seed,
+            "suite": suite.suite_id, "head": args.head, "seed": cfg.seed, "serves": serves,
             "data": {"hash": dhash, "episodes": n_ep, "frames": demos.n, "val_episodes": sorted(val_eps),
                      "source": data_source},
             "train": {"step": step, "steps": cfg.steps, "complete": step >= cfg.steps, "wall_s": round(wall, 1),
@@ -272,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
             "evaluation": previous.get("evaluation") if previous.get("data", {}).get("hash") == dhash else None,
         })
 
+    # a group suite's teacher (trained on every task of its member suites) serves the members too
+    from harness.plugins import SUITES
+
+    serves = [suite.suite_id]
+    task_names = {t.name for t in suite.tasks()}
+    for sid in SUITES.names():
+        if sid != suite.suite_id and sid.startswith(suite.suite_id.split("-")[0]):
+            try:
+                if {t.name for t in make_suite(sid).tasks()} <= task_names:
+                    serves.append(sid)
+            except Exception:  # noqa: BLE001 — a member suite that cannot be built is simply not served
+                pass
     model.train()
     t_start = time.time()
     budget = cfg.minutes * 60
