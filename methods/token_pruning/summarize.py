@@ -27,6 +27,19 @@ def latest_runs(root: Path, suite: str, prefixes: list[str], profile: str | None
     return out
 
 
+def paired(run_a: str, run_b: str) -> dict:
+    """Paired success difference b - a on the episodes both runs share (bootstrap CI, exact McNemar)."""
+    from harness.stats import paired_difference
+
+    def load(run: str) -> dict[str, bool]:
+        eps = [json.loads(x) for x in (Path(run) / "episodes.jsonl").read_text().splitlines() if x.strip()]
+        return {e["episode_id"]: bool(e["success"]) for e in eps}
+
+    a, b = load(run_a), load(run_b)
+    ids = sorted(set(a) & set(b))
+    return paired_difference([a[i] for i in ids], [b[i] for i in ids])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--suite", required=True)
@@ -38,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = latest_runs(root, args.suite, args.methods.split(","), args.profile)
     teacher = runs.get("reference")
     t_succ = teacher["success_rate"] if teacher else None
-    print(f"| method | profile | n | success [95% CI] | Δ vs teacher (pp) | p50 ms (bench) | speedup (bench p50) | "
+    print(f"| method | profile | n | success [95% CI] | Δ success vs teacher, pp [95% CI] | p50 ms (bench) | speedup (bench p50) | "
           f"speedup [95% CI] (interleaved rounds) | FLOPs ratio | tokens / blocks |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method in sorted(runs, key=lambda k: (k != "reference", k)):
         m = runs[method]
         lo, hi = m["success_ci95"]
-        vt = m.get("vs_teacher") or {}
+        vt = (m.get("vs_teacher") or {}) if method != "reference" else {}
         sp_path = root / args.suite / method / "speedup-cpu.json"
         sp = json.loads(sp_path.read_text()) if sp_path.exists() else None
         sp_txt = (f"{sp['speedup_wall']['median_ratio']:.2f} [{sp['speedup_wall']['ci95'][0]:.2f}, "
@@ -55,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("mean_tokens_kept", "mean_vision_keep_mean_per_layer", "mean_tokens_reused"):
             if stats.get(k) is not None:
                 tok.append(f"{k.removeprefix('mean_')}={stats[k]:.2f}")
-        d = "" if t_succ is None or method == "reference" else f"{100 * (m['success_rate'] - t_succ):+.1f}"
+        d = ""
+        if teacher is not None and method != "reference":
+            pdiff = paired(teacher["_path"], m["_path"])
+            d = (f"{100 * pdiff['diff']:+.1f} [{100 * pdiff['ci95'][0]:+.1f}, {100 * pdiff['ci95'][1]:+.1f}] "
+                 f"(paired n={pdiff['n']}, McNemar p={pdiff['p_mcnemar']:.2f})")
         lat = (m.get("latency_ms") or {}).get("p50")
+        spd = f"{vt['speedup']:.2f}" if vt.get("speedup") else "–"
         print(f"| {method} | {m['profile']} | {m['n_episodes']} | {m['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] | {d} | "
-              f"{lat:.1f} | {vt.get('speedup', float('nan')):.2f} | {sp_txt} | "
+              f"{lat:.1f} | {spd} | {sp_txt} | "
               f"{'–' if fr is None else f'{fr:.3f}'} | {', '.join(tok)} |")
     return 0
 
