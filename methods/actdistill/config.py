@@ -48,7 +48,7 @@ class ActDistillConfig(MethodConfig):
     warmup: int = 50
     minutes: float = 60.0  # wall-clock budget of one invocation; rerunning resumes
     save_every: int = 100
-    threads: int = 2
+    threads: int = 1  # torch threads for training (2 shared cores: more threads only contend)
     demos_per_task: int = 60  # suites without recorded demos (mock): expert roll-outs from training seeds
     # ----- inference -----
     n_execute: int = 0  # 0 = the teacher's

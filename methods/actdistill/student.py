@@ -164,12 +164,16 @@ class GATLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, idx: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
         b, n, _ = h.shape
+        k = idx.shape[-1]
         z = self.lin(h).view(b, n, self.heads, self.dim)
-        zn = z[torch.arange(b, device=h.device)[:, None, None], idx]  # (B, n, k, H, D)
-        e = F.leaky_relu((z * self.att_self).sum(-1)[:, :, None] + (zn * self.att_nbr).sum(-1), 0.2)  # (B,n,k,H)
+        s_self = (z * self.att_self).sum(-1)  # (B, n, H)
+        s_nbr = (z * self.att_nbr).sum(-1)  # (B, n, H)
+        s_nbr = torch.gather(s_nbr, 1, idx.reshape(b, n * k, 1).expand(-1, -1, self.heads)).view(b, n, k, self.heads)
+        e = F.leaky_relu(s_self[:, :, None] + s_nbr, 0.2)  # (B, n, k, H)
         w = torch.softmax(e + log_prior[..., None], dim=2)
-        out = (w[..., None] * zn).sum(dim=2).mean(dim=2)  # (B, n, D)
-        return F.dropout(out, self.dropout, self.training)
+        dense = h.new_zeros(b, n, n, self.heads).scatter(2, idx[..., None].expand(-1, -1, -1, self.heads), w)
+        out = dense.permute(0, 3, 1, 2) @ z.permute(0, 2, 1, 3)  # (B, H, n, D): sum over the k neighbours
+        return F.dropout(out.mean(dim=1), self.dropout, self.training)
 
 
 class SemanticHead(nn.Module):
