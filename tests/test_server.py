@@ -206,10 +206,11 @@ def test_batching_groups_parallel_sessions_into_one_call(server):
     eps = built.suite.episodes("smoke")[:2]
     out: dict[int, list] = {}
     barrier = threading.Barrier(2)
+    # built here, one after the other: MockPolicy seeds torch's global RNG, which threads would share
+    locals_ = [build_policy(RunSpec(method="mock", suite="mock-v1")).policy for _ in range(2)]
 
     def client(i):
-        local = build_policy(RunSpec(method="mock", suite="mock-v1")).policy
-        out[i] = _episode_pairs(local, RemotePolicy(server.address), eps[i], built.suite, barrier)
+        out[i] = _episode_pairs(locals_[i], RemotePolicy(server.address), eps[i], built.suite, barrier)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
     for t in threads:

@@ -8,7 +8,9 @@ from several sessions into one call.
 Batching: the worker takes the first waiting ``infer`` and, when ``max_batch > 1``, waits at most
 ``batch_window_ms`` for infers of other sessions (never longer than it takes for every connected session to
 have one waiting). A policy class that defines ``infer_batch(policies, obs_list) -> list[ActionChunk]`` gets
-the batch in one call; any other policy is called once per observation, in arrival order.
+the batch in one call; any other policy is called once per observation, in arrival order. With
+``max_batch == 1`` the connection's own thread makes the call (under the same lock), which saves two thread
+hand-offs per round trip.
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ class PolicyServer:
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._sessions: dict[int, Session] = {}
         self._conns: set[Any] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # sessions and connections
+        self._policy_lock = threading.Lock()  # one policy call at a time, whichever thread makes it
         self._ids = itertools.count(1)
         self._server: Any = None
         self._threads: list[threading.Thread] = []
@@ -168,8 +171,17 @@ class PolicyServer:
                     self._send(conn, error("state", f"send 'hello' before {kind!r}"))
                     continue
                 job = Job(kind, session, msg)
-                self._jobs.put(job)
-                self._send(conn, job.future.result())
+                if self.max_batch == 1:  # no batching: run here, saving two thread hand-offs per call
+                    with self._policy_lock:
+                        self._run_jobs(job, [])
+                else:
+                    self._jobs.put(job)
+                reply = job.future.result()
+                try:
+                    data = encode(reply)
+                except (TypeError, ValueError, OverflowError) as e:  # e.g. extras that msgpack cannot carry
+                    data = encode(error("policy", f"{kind}: reply cannot be encoded: {e}"))
+                conn.send(data)
         except ConnectionClosed:
             return
         finally:
@@ -197,31 +209,46 @@ class PolicyServer:
 
     # ----- the worker: every policy call happens here -----
     def _worker(self) -> None:
-        backlog: list[Job] = []
+        backlog: list[Job | None] = []
         while True:
             job = backlog.pop(0) if backlog else self._jobs.get()
             if job is None:
                 return
+            with self._policy_lock:
+                self._run_jobs(job, backlog)
+
+    def _run_jobs(self, job: Job, backlog: list[Job | None]) -> None:
+        batch = [job]
+        try:
             if job.kind != "infer":
                 job.future.set_result(self._run_other(job))
-                continue
-            batch = [job]
-            if self.max_batch > 1:
-                deadline = job.t_arrive + self.window_s
-                while len(batch) < min(self.max_batch, self.n_sessions):
-                    remaining = deadline - time.perf_counter()
-                    try:
-                        nxt = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        backlog.append(nxt)
-                        break
-                    if nxt.kind == "infer":
-                        batch.append(nxt)
-                    else:
-                        backlog.append(nxt)  # after this batch; its session has nothing else outstanding
+                return
+            self._collect(batch, backlog)
             self._run_infer(batch)
+        except Exception as e:  # noqa: BLE001 — a bug here must answer, not leave clients waiting
+            log.exception("policy server worker")
+            for j in batch:
+                if not j.future.done():
+                    j.future.set_result(error("policy", f"server error: {type(e).__name__}: {e}"))
+
+    def _collect(self, batch: list[Job], backlog: list[Job | None]) -> None:
+        """Add other sessions' waiting infers to ``batch`` until it is full, every connected session has one
+        in it, or the window since the first one's arrival has passed."""
+        if self.max_batch == 1:
+            return
+        deadline = batch[0].t_arrive + self.window_s
+        while len(batch) < min(self.max_batch, self.n_sessions):
+            remaining = deadline - time.perf_counter()
+            try:
+                nxt = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if nxt is not None and nxt.kind == "infer":
+                batch.append(nxt)
+            else:
+                backlog.append(nxt)  # after this batch (its session has nothing else outstanding)
+                if nxt is None:
+                    return
 
     def _run_other(self, job: Job) -> dict[str, Any]:
         s, msg = job.session, job.payload
