@@ -18,6 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from harness.interfaces import SuiteUnavailableError
+from harness.interfaces import SuiteUnavailableError
+
 # ----------------------------------------------------------------------------------------------------------
 # assets (no ManiSkill import needed: the paths are ManiSkill3 3.0.1's own, see mani_skill/utils/assets/data.py)
 # ----------------------------------------------------------------------------------------------------------
@@ -28,7 +31,7 @@ BRIDGE_ASSETS = {  # data source id -> path below $MS_ASSET_DIR/data
 DOWNLOAD_COMMAND = "python -m mani_skill.utils.download_asset bridge_v2_real2sim widowx250s"
 
 
-class MissingAssetsError(RuntimeError):
+class MissingAssetsError(SuiteUnavailableError):  # noqa: N818 (harness contract)
     """The Bridge digital twins' assets are not on this machine (nothing is downloaded at run time)."""
 
 
@@ -260,6 +263,7 @@ class SimplerEnv(gym.Env):
             self.ms = env_cls(**ms_kwargs)
         else:
             self.ms = gym.make(env_id, **ms_kwargs).unwrapped
+        _keep_render_device_alive(self.ms)
         space = self.ms.single_action_space if hasattr(self.ms, "single_action_space") else self.ms.action_space
         self.action_space = gym.spaces.Box(np.asarray(space.low, np.float32), np.asarray(space.high, np.float32),
                                            dtype=np.float32)
@@ -387,6 +391,28 @@ class SimplerEnv(gym.Env):
             self.ms.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+_RENDER_KEEPALIVE: list = []
+
+
+def _keep_render_device_alive(ms: Any) -> None:
+    """Hold one SAPIEN render system for the life of the process.
+
+    When the last env of a process is closed SAPIEN frees the Vulkan device, and the next env pays lavapipe's
+    shader compilation again (5 s idle, ~50 s on a loaded 2-core machine) — the runner closes a task's env
+    before building the next task's, so without this every task change costs that."""
+    if _RENDER_KEEPALIVE:
+        return
+    device = getattr(ms, "_render_device", None)
+    if device is None:
+        return
+    try:
+        import sapien
+
+        _RENDER_KEEPALIVE.append(sapien.render.RenderSystem(device))
+    except Exception:  # noqa: BLE001 — no renderer (state-only env): nothing to keep
+        pass
 
 
 def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

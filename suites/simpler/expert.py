@@ -224,42 +224,54 @@ class SimplerExpert(Policy):
 
     # ----- lift the peg upright -----
     WORK_XY = np.array([-0.08, 0.0])
+    PEG_GRASP_OFFSET = 0.06  # grasp this far from the peg's centre, on the end that turns upwards
+    PEG_LOOSE = 0.3  # gripper command that lets the peg swing about the fingers (0.15: 0/12, 0.5: drops it)
+
     def _lift_peg(self, st: dict) -> np.ndarray:
-        """Grasp the peg at its middle, lift, turn the wrist 90 deg about the closing axis (approach ends up
-        pointing away from the robot), lower until the peg stands on the table, release, back off."""
+        """Grasp the peg off-centre, lift, turn the wrist about the closing axis as far as the arm allows
+        (~55 deg), loosen the grip so gravity swings the long side down to vertical, lower it onto the table,
+        release, back off."""
         p, q = st["tcp_pose"][:3], st["tcp_pose"][3:]
         L = st["peg_half_length"]
         peg, peg_q = st["target_pose"][:3], st["target_pose"][3:]
         axis = quat_to_mat(peg_q)[:, 0]  # the peg's long axis
+        R = quat_to_mat(q)
         if self.stage <= 2:
             across = np.cross([0, 0, 1.0], axis)  # close the fingers across the peg
+            if "offset" not in self.memo and self.stage == 1:
+                # +rotation about body y lifts the body +x end: grasp on that side of the centre
+                xb = R[:2, 0] / max(np.linalg.norm(R[:2, 0]), 1e-9)
+                ax = axis[:2] / max(np.linalg.norm(axis[:2]), 1e-9)
+                self.memo["offset"] = ax * np.sign(np.dot(ax, xb) or 1.0) * self.PEG_GRASP_OFFSET
             a = self._grasp(st, _yaw_quat(np.arctan2(across[1], across[0])), peg[2], after=3, hover=0.06,
-                            period=np.pi)
+                            period=np.pi, xy_offset=self.memo.get("offset"))
             if a is not None:
                 return a
-        R = quat_to_mat(q)
-        lift_z = L + 0.09
-        if self.stage == 3:  # lift
+        lift_z = L + 0.10
+        if self.stage == 3:  # lift and move to where the wrist has room to turn
             if not st["grasped"] and self.t_stage > 8:
                 self._next(0)
-            goal = np.r_[self.WORK_XY, lift_z]  # a pose where the wrist has room to turn
+            goal = np.r_[self.WORK_XY, lift_z]
             if np.linalg.norm(goal - p) < 0.01 or self.t_stage > 30:
                 self._next()
             return self._goto(p, goal, 0.0, CLOSED)
-        if self.stage == 4:  # turn about the closing axis (body y) until the peg is vertical
-            if abs(axis[2]) > 0.997 or self.t_stage > 70:
+        if self.stage == 4:  # turn about the closing axis (body y)
+            if abs(axis[2]) > 0.8 or self.t_stage > 40:
                 self._next()
-            s = 1.0 if R[0, 0] >= 0 else -1.0  # +rotation about body y swings the approach towards body x
-            tilt = np.arccos(np.clip(abs(axis[2]), 0, 1))
+            s = 1.0 if R[0, 0] >= 0 else -1.0
             a = self._goto(p, np.r_[self.WORK_XY, lift_z], 0.0, CLOSED)
-            a[4] = s * float(np.clip(tilt / 0.1 * 1.5, 0.15, 1.0))
+            a[4] = s
             return a
-        if self.stage == 5:  # lower until the peg stands on the table
+        if self.stage == 5:  # loosen: the long side swings down
+            if (abs(axis[2]) > 0.998 and self.t_stage > 3) or self.t_stage > 25:
+                self._next()
+            return self._goto(p, np.r_[self.WORK_XY, lift_z], 0.0, self.PEG_LOOSE)
+        if self.stage == 6:  # lower until the peg stands on the table
             if peg[2] - L < 0.003 or self.t_stage > 40:
                 self._next()
-            return self._goto(p, np.r_[p[:2], p[2] - (peg[2] - L) - 0.002], 0.0, CLOSED, max_norm=0.3)
-        if self.stage == 6:  # release
-            if self.t_stage >= 5:
+            return self._goto(p, np.r_[p[:2], p[2] - (peg[2] - L) - 0.002], 0.0, self.PEG_LOOSE, max_norm=0.3)
+        if self.stage == 7:  # release
+            if self.t_stage >= 4:
                 self._next()
             return self._goto(p, p, 0.0, OPEN)
         back = p - 0.04 * R[:, 2]  # back off along the approach direction
