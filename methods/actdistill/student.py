@@ -267,5 +267,8 @@ def graph_loss(sem_s: torch.Tensor, act_s: torch.Tensor, sem_t: torch.Tensor, ac
 
 
 def balance_loss(soft: torch.Tensor, budget: float) -> torch.Tensor:
-    """Per sample, (fraction of layers open - budget)^2, averaged over the batch."""
-    return ((soft.mean(dim=1) - budget) ** 2).mean()
+    """Per sample (number of layers open - budget * L)^2 / L = L * (fraction open - budget)^2, batch mean.
+
+    Scaled by L (relative to the squared fraction) so that the pull on each gate does not shrink with depth."""
+    L = soft.shape[1]
+    return (L * (soft.mean(dim=1) - budget) ** 2).mean()
