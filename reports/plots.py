@@ -47,6 +47,7 @@ def _svg(fig: Any, prefix: str) -> str:
 def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: str,
                x_err_key: str | None = None) -> str | None:
     """None when fewer than one row has both figures (the page says so instead)."""
+    keys = sorted({(r["method"], r["profile"]) for r in rows})  # colours stable across the page's plots
     pts = [r for r in rows if r.get(x_key) is not None and r.get("success_rate") is not None and r[x_key] > 0]
     if not pts:
         return None
@@ -63,7 +64,7 @@ def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: s
         xerr = None
         if x_err_key and r.get(x_err_key) is not None:
             xerr = [[r[x_err_key]], [r[x_err_key]]]
-        c = colors(i % 10)
+        c = colors(keys.index((r["method"], r["profile"])) % 10)
         ax.errorbar([x], [y], yerr=yerr, xerr=xerr, fmt="o", color=c, ecolor=c, elinewidth=1, capsize=3,
                     markerfacecolor=c if r["reportable"] else "white", markersize=7, zorder=3,
                     label=f"{r['method']} [{r['profile']}]" + ("" if r["reportable"] else " (not reportable)"))
@@ -76,7 +77,7 @@ def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: s
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return _svg(fig, prefix)
 
 
