@@ -233,3 +233,14 @@ def test_serve_cli_usage_errors_exit_2(capsys):
         assert main([*base, *args]) == 2, args
         err = capsys.readouterr().err
         assert "error" in err and named in err, err
+
+
+@pytest.mark.parametrize("server", [{"token": "s3cret"}], indirect=True)
+def test_token_is_required_when_the_server_has_one(server):
+    with pytest.raises(RemotePolicyError, match=r"\(auth\)"):
+        RemotePolicy(server.address)._connect()
+    with pytest.raises(RemotePolicyError, match=r"\(auth\)"):
+        RemotePolicy(server.address, token="wrong")._connect()
+    ok = RemotePolicy(server.address, token="s3cret")
+    ok._connect()
+    assert ok.server_info["session"] >= 1
