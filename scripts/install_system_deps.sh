@@ -62,7 +62,9 @@ if [ -f /etc/debian_version ] && grep -q '^12' /etc/debian_version; then
       echo "install_system_deps[simpler]: wrote $BACKPORTS (URIs: $URIS)"
     fi
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+    # one Mesa for everything: also upgrade OSMesa when an earlier section installed bookworm's
+    EXTRA_MESA=$(dpkg-query -W -f='${Status}' libosmesa6 2>/dev/null | grep -q "ok installed" && echo libosmesa6 || true)
+    $SUDO apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 $EXTRA_MESA >/dev/null
     echo "install_system_deps[simpler]: installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"
   fi
 else
