@@ -10,9 +10,10 @@
 2. latency: a server in a child process serving the mock policy; the client interleaves remote and in-process
    calls on the same recorded observations, single-threaded. Added latency per call = round trip minus the
    server's own compute time (and, as a cross-check, remote round trip minus the in-process call time).
-3. batching: a server with --max-batch B in {1, 2, 4} serving ``mock@teacher``; B parallel envs (local
-   executor, WORKERS=B, method remote) run the same episodes; episodes/hour, the mean batch size the server
-   saw, and every per-episode outcome that differs from B=1 (listed, not hidden).
+3. batching: a server child process with --max-batch B in {1, 2, 4} serving ``mock@teacher``; B parallel
+   envs (threads of this process, each with its own env and connection, so no worker start-up is timed) run
+   the profile's episodes; episodes/hour, the mean batch size the server saw, and every per-episode outcome
+   that differs from B=1 (listed, not hidden). Repetitions alternate the order of B.
 
 The load average is recorded before and after every measurement: this machine's 2 cores are shared.
 """
@@ -34,10 +35,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.executors import execute  # noqa: E402
-from harness.results.store import RunDir  # noqa: E402
-from harness.runner import build_policy, run, set_threads  # noqa: E402
-from harness.specs import RunSpec  # noqa: E402
+from harness.executors import execute
+from harness.results.store import RunDir
+from harness.runner import build_policy, set_threads
+from harness.specs import RunSpec
 
 
 def load() -> list[float]:
@@ -105,6 +106,12 @@ def bench_executors(reps: int, profile: str, spin_ms: float) -> dict[str, Any]:
 
 
 # ----- 2. server latency -----
+def _proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (all threads), from /proc (Linux; 10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_latency(n: int) -> dict[str, Any]:
     from harness.profiling import observations
     from harness.server.client import RemotePolicy, spawn_server
@@ -120,7 +127,8 @@ def bench_latency(n: int) -> dict[str, Any]:
         for i in range(50):  # warm-up
             remote.infer(rec.obs[i % len(rec)])
             built.policy.infer(rec.obs[i % len(rec)])
-        rtt, comp, local, added = [], [], [], []
+        rtt, comp, local, added, client_cpu = [], [], [], [], []
+        server_cpu0 = _proc_cpu_s(proc.pid)
         before = load()
         for i in range(n):
             o = rec.obs[i % len(rec)]
@@ -131,11 +139,14 @@ def bench_latency(n: int) -> dict[str, Any]:
                     built.policy.infer(o)
                     local.append((time.perf_counter() - t0) * 1000)
                 else:
+                    c0 = time.process_time()  # every thread of this process: websockets' reader included
                     c = remote.infer(o)
+                    client_cpu.append((time.process_time() - c0) * 1000)
                     rtt.append(c.extras["remote_rtt_ms"])
                     comp.append(c.extras["remote_compute_ms"])
                     added.append(rtt[-1] - comp[-1])
         after = load()
+        server_cpu_ms = (_proc_cpu_s(proc.pid) - server_cpu0) * 1000 / n
         remote.close()
     finally:
         proc.stdin.close()
@@ -150,44 +161,82 @@ def bench_latency(n: int) -> dict[str, Any]:
     obs_bytes = sum(v.nbytes for v in rec.obs[0]["images"].values()) + np.asarray(rec.obs[0]["proprio"]).nbytes
     return {"n": n, "obs_bytes": int(obs_bytes), "rtt_ms": q(rtt), "server_compute_ms": q(comp),
             "in_process_ms": q(local), "added_ms": q(added), "rtt_minus_in_process_ms": q(minus_local),
+            "client_cpu_ms_per_call": q(client_cpu), "server_cpu_ms_per_call_mean": server_cpu_ms,
             "load_before": before, "load_after": after}
 
 
 # ----- 3. batching -----
-def bench_batching(profile: str, sizes: list[int], window_ms: float, served: str) -> dict[str, Any]:
+def _client_thread(address: str, suite: Any, episodes: list, results: list, errors: list) -> None:
+    from harness.runner import run_episode
+    from harness.server.client import RemotePolicy
+
+    try:
+        remote = RemotePolicy(address)
+        envs: dict[str, Any] = {}
+        for ep in episodes:
+            env = envs.get(ep.task.name) or envs.setdefault(ep.task.name, suite.make_env(ep.task))
+            result, _ = run_episode(env, remote, ep, privileged=False, timeout_s=600)
+            results.append(result)
+        remote.close()
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"{type(e).__name__}: {e}")
+
+
+def bench_batching(profile: str, sizes: list[int], window_ms: float, served: str, reps: int) -> dict[str, Any]:
+    """B client threads in this process (each its own env and connection: no process start-up in the figure)
+    against a server child process with --max-batch B."""
+    import threading
+
+    from harness.plugins import make_suite
     from harness.server.client import spawn_server
 
-    out: dict[str, Any] = {"served_method": served, "profile": profile, "window_ms": window_ms, "runs": {}}
+    suite = make_suite("mock-v1")
+    episodes = suite.episodes(profile)
+    out: dict[str, Any] = {"served_method": served, "profile": profile, "n_episodes": len(episodes),
+                           "window_ms": window_ms, "clients": "B threads, one env + one connection each",
+                           "runs": {}}
     base: dict[str, tuple] | None = None
-    for b in sizes:
-        proc, address = spawn_server(served, "mock-v1", max_batch=b, batch_window_ms=window_ms, cwd=str(ROOT))
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                spec = RunSpec(method="remote", suite="mock-v1", profile=profile, workers=b, results=tmp,
-                               overrides=(("address", address),), skip_profile=True)
+    for rep in range(reps):
+        for b in (sizes if rep % 2 == 0 else sizes[::-1]):
+            proc, address = spawn_server(served, "mock-v1", max_batch=b, batch_window_ms=window_ms, cwd=str(ROOT))
+            try:
+                results: list = []
+                errors: list = []
+                shards = [episodes[i::b] for i in range(b)]
+                threads = [threading.Thread(target=_client_thread, args=(address, suite, sh, results, errors))
+                           for sh in shards]
                 before = load()
                 t0 = time.perf_counter()
-                rd = run(spec, progress=False, log=lambda s: None)
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
                 elapsed = time.perf_counter() - t0
-                eps = rd.read_episodes()
-        finally:
-            proc.stdin.close()
-            proc.wait(timeout=60)
-        outcome = {e["episode_id"]: (e["success"], e["steps"], e["error"]) for e in eps}
-        if base is None:
-            base = outcome
-        diffs = [{"episode_id": k, "batch1": base[k], f"batch{b}": v} for k, v in sorted(outcome.items())
-                 if base.get(k) != v]
-        batch_mean = float(np.mean([e["method_stats"].get("remote_batch_mean", 1.0) for e in eps]))
-        out["runs"][f"batch{b}"] = {**rates(eps, elapsed), "n_episodes": len(eps), "clients": b,
-                                    "mean_batch_seen": batch_mean,
-                                    "success": sum(e["success"] for e in eps),
-                                    "rtt_ms_mean": float(np.mean([e["method_stats"]["remote_rtt_ms_mean"] for e in eps])),
-                                    "compute_ms_mean": float(np.mean([e["method_stats"]["remote_compute_ms_mean"]
-                                                                      for e in eps])),
-                                    "outcome_differences_vs_batch1": diffs,
-                                    "load_before": before, "load_after": load()}
-        print(f"[batching] B={b}: {json.dumps(out['runs'][f'batch{b}'])[:400]}", file=sys.stderr, flush=True)
+            finally:
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            if errors:
+                raise RuntimeError(f"batch {b}: {errors}")
+            eps = [r.to_dict() for r in results]
+            outcome = {e["episode_id"]: (e["success"], e["steps"], e["error"]) for e in eps}
+            if base is None and b == 1:
+                base = outcome
+            diffs = [] if base is None else [{"episode_id": k, "batch1": base[k], f"batch{b}": v}
+                                             for k, v in sorted(outcome.items()) if base.get(k) != v]
+            stats = [e["method_stats"] for e in eps]
+            run_ = {"elapsed_s": elapsed, "eph": len(eps) / elapsed * 3600, "n_episodes": len(eps),
+                    "success": sum(e["success"] for e in eps),
+                    "mean_batch_seen": float(np.mean([s.get("remote_batch_mean", 1.0) for s in stats])),
+                    "rtt_ms_mean": float(np.mean([s["remote_rtt_ms_mean"] for s in stats])),
+                    "compute_ms_mean": float(np.mean([s["remote_compute_ms_mean"] for s in stats])),
+                    "outcome_differences_vs_batch1": diffs, "load_before": before, "load_after": load()}
+            out["runs"].setdefault(f"batch{b}", []).append(run_)
+            print(f"[batching] rep {rep} B={b}: {json.dumps(run_)[:400]}", file=sys.stderr, flush=True)
+    out["summary"] = {k: {"n_runs": len(v), "eph_median": statistics.median(r["eph"] for r in v),
+                          "eph_all": [round(r["eph"]) for r in v],
+                          "mean_batch_seen": statistics.mean(r["mean_batch_seen"] for r in v),
+                          "outcome_differences_vs_batch1": sum(len(r["outcome_differences_vs_batch1"]) for r in v)}
+                      for k, v in out["runs"].items()}
     return out
 
 
@@ -216,7 +265,7 @@ def main() -> int:
         result["executors"] = bench_executors(a.reps, a.profile, a.spin_ms)
     if "batching" in parts:
         result["batching"] = bench_batching(a.profile, [int(x) for x in a.batch_sizes.split(",")],
-                                            a.batch_window_ms, a.served)
+                                            a.batch_window_ms, a.served, a.reps)
     result["load_end"] = load()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,5 @@
 """Policy server and method `remote`: identical actions across processes, malformed and oversize messages,
 dropped connections, policy errors, batching. Skipped without the server extra."""
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -11,14 +9,14 @@ import pytest
 msgpack = pytest.importorskip("msgpack")
 pytest.importorskip("websockets")
 
-from websockets.exceptions import ConnectionClosed  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from harness.runner import build_policy, run, run_episode  # noqa: E402
-from harness.server.client import RemotePolicy, RemotePolicyError, spawn_server  # noqa: E402
-from harness.server.protocol import PROTOCOL_VERSION, ProtocolError, decode, encode  # noqa: E402
-from harness.server.server import PolicyServer  # noqa: E402
-from harness.specs import RunSpec  # noqa: E402
+from harness.runner import build_policy, run, run_episode
+from harness.server.client import RemotePolicy, RemotePolicyError, spawn_server
+from harness.server.protocol import PROTOCOL_VERSION, ProtocolError, decode, encode
+from harness.server.server import PolicyServer
+from harness.specs import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

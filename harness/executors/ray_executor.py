@@ -48,7 +48,7 @@ class EpisodeActorImpl:
     def ready(self) -> int:
         return os.getpid()
 
-    def run(self, ep: "EpisodeSpec") -> dict:
+    def run(self, ep: EpisodeSpec) -> dict:
         return self.worker.run(ep).to_dict()
 
     def close(self) -> None:
@@ -62,8 +62,8 @@ def _init_ray(workers: int) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
     if ray.is_initialized():
         return False
-    quiet = dict(logging_level=logging.WARNING, configure_logging=True,
-                 log_to_driver=os.environ.get("VLA_BENCH_RAY_LOGS") == "1")  # actors' output: set to 1
+    quiet = {"logging_level": logging.WARNING, "configure_logging": True,
+             "log_to_driver": os.environ.get("VLA_BENCH_RAY_LOGS") == "1"}  # actors' output: set to 1
     address = os.environ.get("RAY_ADDRESS")
     if address:
         runtime_env: dict[str, Any] = {}
@@ -78,7 +78,7 @@ def _init_ray(workers: int) -> bool:
     return True
 
 
-def execute_ray(spec: "RunSpec", built: "Built", pending: list["EpisodeSpec"], rd: "RunDir",
+def execute_ray(spec: RunSpec, built: Built, pending: list[EpisodeSpec], rd: RunDir,
                 progress: bool = True) -> None:
     try:
         import ray
@@ -116,7 +116,7 @@ def execute_ray(spec: "RunSpec", built: "Built", pending: list["EpisodeSpec"], r
         queue = list(pending)  # sorted by task: consecutive episodes of a task reuse an actor's env
         queue.reverse()  # pop() from the end = first pending episode first
         attempts: dict[str, int] = {}
-        inflight: dict[Any, tuple[int, "EpisodeSpec"]] = {}  # object ref -> (worker id, episode)
+        inflight: dict[Any, tuple[int, EpisodeSpec]] = {}  # object ref -> (worker id, episode)
         order: dict[int, list[Any]] = {wid: [] for wid in actors}  # per actor, refs in submission order
 
         def feed(wid: int) -> None:

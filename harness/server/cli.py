@@ -5,7 +5,8 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_MAX_MESSAGE_MB = 16.0  # = protocol.DEFAULT_MAX_MESSAGE_BYTES; not imported: `vla-bench` must start without msgpack
 

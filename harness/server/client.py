@@ -51,7 +51,8 @@ class RemotePolicy(Policy):
     def _connect(self) -> None:
         from websockets.sync.client import connect
 
-        uri = f"ws://{'[%s]' % self.host if ':' in self.host else self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        uri = f"ws://{host}:{self.port}"
         try:
             self.ws = connect(uri, max_size=self.max_message_bytes, compression=None, proxy=None,
                               open_timeout=self.connect_timeout_s, user_agent_header=None)

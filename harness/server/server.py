@@ -28,8 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.interfaces import ActionChunk, Policy, Task
-from harness.server.protocol import (DEFAULT_MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError, check_request,
-                                     decode, encode, error)
+from harness.server.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    check_request,
+    decode,
+    encode,
+    error,
+)
 
 log = logging.getLogger("vla_bench.server")
 SERVER_NAME = "vla-bench-policy-server"
@@ -137,7 +144,7 @@ class PolicyServer:
             conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        peer = "%s:%s" % tuple(conn.remote_address[:2]) if conn.remote_address else "?"
+        peer = f"{conn.remote_address[0]}:{conn.remote_address[1]}" if conn.remote_address else "?"
         session: Session | None = None
         with self._lock:
             self._conns.add(conn)
@@ -225,7 +232,7 @@ class PolicyServer:
                 return
             self._collect(batch, backlog)
             self._run_infer(batch)
-        except Exception as e:  # noqa: BLE001 — a bug here must answer, not leave clients waiting
+        except Exception as e:
             log.exception("policy server worker")
             for j in batch:
                 if not j.future.done():
@@ -297,9 +304,9 @@ class PolicyServer:
             return error("policy", f"infer: {type(r).__name__}: {r}")
         if not isinstance(r, ActionChunk):
             return error("policy", f"infer returned {type(r).__name__}, expected ActionChunk")
-        from harness.runner import _jsonable
-
         import numpy as np
+
+        from harness.runner import _jsonable
 
         return {"type": "action", "actions": np.asarray(r.actions), "n_execute": r.n_execute,
                 "extras": _jsonable(r.extras), "compute_ms": compute_ms, "batch_size": batch, "queue_ms": queue_ms}
