@@ -164,3 +164,18 @@ def test_smoke_via_runner(tmp_path):
     for key in ("driving_score", "route_completion", "pdms", "nc", "dac", "ttc", "ep", "comfort", "infractions"):
         assert key in sm, key
     assert sm["simulator"] == "highway-env"
+
+
+def test_lane_indexer_matches_highway_env(suite):
+    """The vectorised closest-lane lookup returns exactly highway-env's get_closest_lane_index."""
+    from suites.driving.scenarios import LaneIndexer
+
+    rng = np.random.default_rng(0)
+    for name in ("intersection_turn_left", "roundabout_exit_1", "merge_merge_keep_right"):
+        ep = next(e for e in suite.episodes("quick") if e.task.name == name)
+        env = suite.make_env(ep.task)
+        env.reset(seed=ep.seed, options={"episode": ep})
+        net, ix = env.road.network, LaneIndexer(env.road.network)
+        for _ in range(300):
+            p, h = rng.uniform([-150, -150], [450, 150]), float(rng.uniform(-4, 4))
+            assert ix.closest(p, h) == net.get_closest_lane_index(p, h)

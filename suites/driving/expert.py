@@ -24,7 +24,7 @@ VERSION = "driving-expert-1.0"
 CANDIDATES = (3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0)
 PLAN_DT, PLAN_T = 0.25, 6.0
 DISC_OFFS = np.array([-1.6, 0.0, 1.6])
-CLEARANCE = 3.0  # disc-centre distance under which two cars are taken to collide (2 x 1.1 m + 0.8 m margin)
+CLEARANCE = 3.6  # disc-centre distance under which two cars are taken to collide (3 discs per car; covers the corners)
 IDM = {"a": 2.0, "b": 3.0, "T": 1.5, "s0": 5.0, "delta": 4.0}
 A_LAT_MAX = 3.0
 SIDE = {0: "left", 1: "middle", 2: "right"}
@@ -157,7 +157,8 @@ class DrivingExpert(Policy):
 
     @staticmethod
     def _idm(v: float, v_des: float, lead) -> float:
-        a = IDM["a"] * (1 - (v / max(v_des, 0.1)) ** IDM["delta"])
+        # free road: proportional approach to the desired speed (IDM's (v/v0)^4 term creeps the last 3 m/s)
+        a = float(np.clip(1.0 * (v_des - v), -IDM["b"], IDM["a"]))
         if lead is not None:
             gap, vo, _ = lead
             s_star = IDM["s0"] + max(0.0, v * IDM["T"] + v * (v - vo) / (2 * math.sqrt(IDM["a"] * IDM["b"])))
@@ -177,14 +178,14 @@ class DrivingExpert(Policy):
                 continue
             so, lat = path.project(o.position, s_hint=s0, window=40.0)
             rel_h = abs((o.heading - float(path.heading(so)) + np.pi) % (2 * np.pi) - np.pi)
-            if so < s0 and abs(lat) < 2.4 and rel_h < np.pi / 3:
-                continue  # a follower: it is responsible for its gap
+            if so < s0 - ego.LENGTH and abs(lat) < 1.5 and rel_h < np.pi / 3:
+                continue  # a follower in the ego's lane: it is responsible for its gap (not one alongside)
             if type(o).__name__ == "Obstacle":
                 P, H = np.repeat(o.position[None], len(times), 0), np.full(len(times), o.heading)
             elif hasattr(o, "route") and (P := self._along_route(env, o, float(o.speed) * times)) is not None:
                 P, H = P
                 vt = max(float(getattr(o, "target_speed", o.speed)), float(getattr(o.lane, "speed_limit", 0) or 0))
-                if env.scenario.name in ("intersection", "roundabout") and vt > o.speed + 1.0:
+                if env.scenario.name == "intersection" and vt > o.speed + 1.0:
                     # it may be starting off after yielding: add its accelerating (3 m/s^2) future as well
                     vv = np.minimum(o.speed + 3.0 * times, vt)
                     Q = self._along_route(env, o, np.cumsum(vv * PLAN_DT))
@@ -231,7 +232,8 @@ class DrivingExpert(Policy):
         Ed = E[:, :, None, :] + DISC_OFFS[None, None, :, None] * Dd[:, :, None, :]  # (A,T,3,2)
         diff = Ed[:, None, :, :, None, :] - others[None, :, :, None, :, :]  # (A,N,T,3,3,2)
         dist = np.sqrt((diff ** 2).sum(-1)).min(axis=(-1, -2))  # (A,N,T)
-        hit = (dist < CLEARANCE).any(axis=1)  # (A,T)
+        clearance = CLEARANCE + (0.6 if env.scenario.name == "roundabout" else 0.0)  # entering at an angle
+        hit = (dist < clearance).any(axis=1)  # (A,T)
         first = np.where(hit.any(1), hit.argmax(1), T)
         free = first == T
         if free[0]:
@@ -325,9 +327,9 @@ class DrivingExpert(Policy):
             dx = float(o.position[0] - ego.position[0])
             vo = float(o.speed)
             if dx >= 0:
-                if dx - ego.LENGTH < max(5.0, 0.5 * v) + max(0.0, v - vo) * 1.5:
+                if dx - ego.LENGTH < max(4.0, 0.4 * v) + max(0.0, v - vo) * 1.5:
                     return False
-            elif -dx - ego.LENGTH < max(5.0, 0.5 * vo) + max(0.0, vo - v) * 2.0:
+            elif -dx - ego.LENGTH < max(4.0, 0.35 * vo) + max(0.0, vo - v) * 2.0:
                 return False
         return True
 
@@ -347,12 +349,12 @@ class DrivingExpert(Policy):
         side = "right" if (self.want > (self.cur_lane or 0) or self.cur_lane == 2) else "left"
         if env.scenario.name == "merge" and self.cur_lane == 2:
             side = "right"
-        if dx >= -3.0 and float(o.speed) < v_des - 2.0:
+        if dx >= -3.0 and float(o.speed) < min(v_des, float(ego.speed)) - 4.0:
             notes.insert(0, ("wait_gap", f"passing the slower car in the {side} lane before changing lanes"))
             return v_des
         if dx >= -3.0 or (env.scenario.name == "merge" and self.cur_lane == 2):
             notes.insert(0, ("wait_gap", f"slowing down to fall in behind the car in the {side} lane"))
-            return max(0.0, min(v_des, float(o.speed) - 3.0))
+            return max(0.0, min(v_des, float(o.speed) - 4.0))
         notes.insert(0, ("wait_gap", f"speeding up to pass the car behind in the {side} lane"))
         return max(v_des, float(o.speed) + 3.0)
 
@@ -369,6 +371,8 @@ class DrivingExpert(Policy):
                 "to right", "turn right") + " at the intersection"
         if scen == "roundabout":
             return "cruise", f"following the roundabout to the {['first', 'second', 'third'][tp['exit'] - 1]} exit"
+        if scen == "merge" and self.cur_lane == 2:
+            return "cruise", f"driving along the on-ramp towards the merge at {v:.0f} m/s"
         if scen == "highway" and tp.get("speed"):
             return "keep_speed", f"keeping the lane at {tp['speed'] * 3.6:.0f} km/h as instructed"
         return "cruise", f"keeping the {SIDE.get(self.cur_lane, 'current')} lane at {v:.0f} m/s"

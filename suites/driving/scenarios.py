@@ -24,25 +24,110 @@ if TYPE_CHECKING:
     from suites.driving.suite import DrivingEnv
 
 
-class IntersectionIDM(IDMVehicle):
+class LaneIndexer:
+    """Vectorised ``RoadNetwork.get_closest_lane_index`` (same distance: |lateral| + longitudinal overshoot +
+    |heading error|, first minimum). highway-env loops over every lane in Python for every vehicle at every
+    step: 45% of a roundabout step. Built once per network object."""
+
+    def __init__(self, network):
+        from highway_env.road.lane import CircularLane, SineLane, StraightLane
+
+        self.indexes, kind = [], []
+        p = {k: [] for k in ("a", "b", "c", "d", "e", "f", "g", "h", "L", "amp", "pul", "pha")}
+        for _from, tos in network.graph.items():
+            for _to, lanes in tos.items():
+                for i, lane in enumerate(lanes):
+                    self.indexes.append((_from, _to, i))
+                    if isinstance(lane, CircularLane):
+                        kind.append(1)
+                        vals = (*lane.center, lane.radius, lane.start_phase, lane.direction, 0, 0, 0)
+                    elif isinstance(lane, StraightLane):
+                        kind.append(0)
+                        vals = (*lane.start, *lane.direction, *lane.direction_lateral, lane.heading)
+                    else:
+                        raise TypeError(f"LaneIndexer: unsupported lane type {type(lane).__name__}")
+                    for k, v in zip("abcdefg", vals):
+                        p[k].append(float(v))
+                    p["h"].append(0.0)
+                    p["L"].append(float(lane.length))
+                    sine = isinstance(lane, SineLane)
+                    p["amp"].append(float(lane.amplitude) if sine else 0.0)
+                    p["pul"].append(float(lane.pulsation) if sine else 0.0)
+                    p["pha"].append(float(lane.phase) if sine else 0.0)
+        self.kind = np.array(kind)
+        self.p = {k: np.array(v) for k, v in p.items()}
+        self.circ = self.kind == 1
+
+    def closest(self, position: np.ndarray, heading: float | None) -> tuple[str, str, int]:
+        p, x, y = self.p, float(position[0]), float(position[1])
+        # straight / sine
+        dx, dy = x - p["a"], y - p["b"]
+        s = dx * p["c"] + dy * p["d"]
+        r = dx * p["e"] + dy * p["f"]
+        r = r - p["amp"] * np.sin(p["pul"] * s + p["pha"])
+        h_at = p["g"] + np.arctan(p["amp"] * p["pul"] * np.cos(p["pul"] * s + p["pha"]))
+        # circular: a, b = centre, c = radius, d = start phase, e = direction
+        cx, cy = x - p["a"], y - p["b"]
+        phi = np.arctan2(cy, cx)
+        phi = p["d"] + ((phi - p["d"] + np.pi) % (2 * np.pi) - np.pi)
+        rr = np.hypot(cx, cy)
+        s_c = p["e"] * (phi - p["d"]) * p["c"]
+        r_c = p["e"] * (p["c"] - rr)
+        radius = np.where(self.circ, p["c"], 1.0)
+        h_c = p["e"] * s_c / radius + p["d"] + np.pi / 2 * p["e"]
+        s = np.where(self.circ, s_c, s)
+        r = np.where(self.circ, r_c, r)
+        d = np.abs(r) + np.maximum(s - p["L"], 0) + np.maximum(-s, 0)
+        if heading is not None:
+            h_at = np.where(self.circ, h_c, h_at)
+            d = d + np.abs((heading - h_at + np.pi) % (2 * np.pi) - np.pi)
+        return self.indexes[int(np.argmin(d))]
+
+
+def _indexer(network) -> LaneIndexer:
+    ix = getattr(network, "_vla_lane_indexer", None)
+    if ix is None:
+        ix = network._vla_lane_indexer = LaneIndexer(network)
+    return ix
+
+
+class _NoReverse:
+    """(1) highway-env integrates braking past zero: a stopped IDM car rolls backwards (MIN_SPEED is -40 m/s)
+    into whoever waits behind it; speeds are clamped at 0 (no vehicle here reverses). (2) The closest-lane
+    update uses the vectorised LaneIndexer."""
+
+    def step(self, dt: float) -> None:
+        super().step(dt)  # type: ignore[misc]
+        if self.speed < 0:
+            self.speed = 0.0
+
+    def on_state_update(self) -> None:
+        if self.road:
+            self.lane_index = _indexer(self.road.network).closest(self.position, self.heading)
+            self.lane = self.road.network.get_lane(self.lane_index)
+            if self.road.record_history:
+                self.history.appendleft(self.create_from(self))
+
+
+class IntersectionIDM(_NoReverse, IDMVehicle):
     DISTANCE_WANTED = 7.0
     COMFORT_ACC_MAX = 6.0
     COMFORT_ACC_MIN = -3.0
 
 
-class RoundaboutIDM(IDMVehicle):
+class RoundaboutIDM(_NoReverse, IDMVehicle):
     pass
 
 
-class MergeIDM(IDMVehicle):
+class MergeIDM(_NoReverse, IDMVehicle):
     pass
 
 
-class HighwayIDM(IDMVehicle):
+class HighwayIDM(_NoReverse, IDMVehicle):
     pass
 
 
-class EgoVehicle(Vehicle):
+class EgoVehicle(_NoReverse, Vehicle):
     """The ego car: a kinematic bicycle driven by (acceleration, steering) from the waypoint tracker.
 
     ``predict_trajectory_constant_speed`` is overridden: highway-env's RegulatedRoad calls it for every pair
@@ -136,7 +221,7 @@ class Intersection(Scenario):
     def build(self, env, tp, rng):
         p = self.p
         he = _he(IntersectionEnv, rng, other_vehicles_type="suites.driving.scenarios.IntersectionIDM",
-                 simulation_frequency=env.sim_hz, neighbour_vehicles_connected_lanes=True)
+                 simulation_frequency=env.sim_hz, neighbour_vehicles_connected_lanes=bool(p["connected_lanes"]))
         he._make_road()
         road = he.road
         env.he, env.road = he, road
@@ -195,7 +280,7 @@ class Roundabout(Scenario):
 
     def build(self, env, tp, rng):
         p = self.p
-        he = _he(RoundaboutEnv, rng, neighbour_vehicles_connected_lanes=True)
+        he = _he(RoundaboutEnv, rng, neighbour_vehicles_connected_lanes=bool(p["connected_lanes"]))
         he._make_road()
         road = he.road
         env.he, env.road = he, road
@@ -208,6 +293,7 @@ class Roundabout(Scenario):
             v.target_speed = speed
             v.plan_route_to(str(rng.choice(dests)))
             v.randomize_behavior()
+            v.enable_lane_change = bool(p["ring_lane_changes"])
             if all(np.linalg.norm(v.position - o.position) > 12 for o in road.vehicles):
                 road.vehicles.append(v)
 

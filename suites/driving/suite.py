@@ -205,7 +205,7 @@ class DrivingEnv(gym.Env):
         V = np.array([others[i].speed for i in idx])
         Po = P[idx]
         t = np.arange(1, int(round(float(self.mp["ttc_horizon_s"]) / 0.1)) + 1) * 0.1
-        offs = np.array([-1.5, 0.0, 1.5])
+        offs = np.array([-1.6, 0.0, 1.6])
         eh = float(ego.heading)
         ed = np.array([math.cos(eh), math.sin(eh)])
         ego_c = ego.position[None, :] + ed[None, :] * float(ego.speed) * t[:, None]  # (T,2)
@@ -214,7 +214,7 @@ class DrivingEnv(gym.Env):
         oc = Po[:, None, :] + od[:, None, :] * (V[:, None, None] * t[None, :, None])  # (N,T,2)
         o_d = oc[:, :, None, :] + offs[None, None, :, None] * od[:, None, None, :]  # (N,T,3,2)
         dist = np.linalg.norm(ego_d[None, :, :, None, :] - o_d[:, :, None, :, :], axis=-1)
-        return bool(dist.min() >= 2.0), following
+        return bool(dist.min() >= 2 * 1.35), following  # 3 discs of r = 1.35 m cover a 5 x 2 m box
 
     def _timeout_kind(self) -> str:
         sp = self.trace["speed"][-int(5 * self.policy_hz):]
