@@ -100,8 +100,12 @@ def strip_privileged(obs: dict) -> dict:
 
 
 def run_episode(env: Any, policy: Policy, ep: EpisodeSpec, *, privileged: bool, timeout_s: float,
-                on_obs: Callable[[dict], None] | None = None) -> tuple[EpisodeResult, bool]:
+                on_obs: Callable[[dict], None] | None = None,
+                on_step: Callable[[int, dict, dict], None] | None = None) -> tuple[EpisodeResult, bool]:
     """Roll out one episode. Returns (result, env_ok): env_ok False means the env raised and must be rebuilt.
+
+    ``on_obs(obs)`` sees every observation handed to ``infer``; ``on_step(step, obs, info)`` every env step
+    (offline analysis tools replay logged episodes through these hooks).
 
     Any exception in the env or the policy fails this episode with the reason; it never propagates.
     """
@@ -138,6 +142,8 @@ def run_episode(env: Any, policy: Policy, ep: EpisodeSpec, *, privileged: bool, 
                 stage = "env.step"
                 obs, _reward, terminated, truncated, info = env.step(a)
                 steps += 1
+                if on_step is not None:
+                    on_step(steps, obs, info)
                 success = bool(info.get("success", False))
                 if terminated or truncated or success or steps >= ep.max_steps:
                     done = True
