@@ -184,8 +184,8 @@ class SimplerExpert(Policy):
         off = float(np.dot(p[:2] - cube[:2], lateral))
         if np.linalg.norm(p[:2] - cube[:2]) > h + 0.06:  # lost contact: stand behind it again
             self._next(0)
-        target = p[:2] + d * 0.04 - lateral * off
-        return self._goto(p, np.r_[target, low], 0.0, CLOSED, max_norm=0.6)
+        target = p[:2] + d * 0.1 - lateral * off
+        return self._goto(p, np.r_[target, low], 0.0, CLOSED, max_norm=1.0)
 
     _pull = _push
 
