@@ -51,7 +51,7 @@ def cmd_gate(a: argparse.Namespace) -> int:
     from reports.gate import GateConfig, gate
     from reports.loader import ResultsError, load_results
 
-    cfg = GateConfig(alpha=a.alpha, latency_tol=a.latency_tol, flops_tol=a.flops_tol)
+    cfg = GateConfig(alpha=a.alpha, latency_tol=a.latency_tol, flops_tol=a.flops_tol, cpu_tol=a.cpu_tol)
     try:
         cfg.check()
         base = load_results(a.baseline, strict=True)
@@ -109,6 +109,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--alpha", type=_tol, default=0.05, help="exact McNemar significance level (default 0.05)")
     g.add_argument("--latency-tol", type=_tol, default=0.25,
                    help="allowed relative fall of speedup vs the teacher (default 0.25)")
+    g.add_argument("--cpu-tol", type=_tol, default=None,
+                   help="allowed relative fall of the thread-CPU-time speedup (default: --latency-tol)")
     g.add_argument("--flops-tol", type=_tol, default=0.02,
                    help="allowed relative rise of the FLOPs ratio vs the teacher (default 0.02)")
     g.set_defaults(fn=cmd_gate)

@@ -5,7 +5,8 @@ not read) on the episode ids both runs share. A success regression is a *worse* 
 than gained) with a two-sided **exact McNemar** p-value below ``alpha`` on the discordant pairs; the paired
 bootstrap interval of the difference is printed beside it. Latency and FLOPs are not per episode, so they
 come from metrics.json ``vs_teacher``: the gate fails when the speedup against the teacher falls below
-``baseline * (1 - latency_tol)`` or the FLOPs ratio rises above ``baseline * (1 + flops_tol)``.
+``baseline * (1 - latency_tol)`` (wall clock; ``cpu_speedup``, thread CPU time, against ``cpu_tol``) or the
+FLOPs ratio rises above ``baseline * (1 + flops_tol)``. Ratios against a different teacher are not compared.
 
 Exit codes: 0 pass, 1 regression (or nothing comparable), 2 usage error (bad folder, bad tolerance).
 """
@@ -22,8 +23,13 @@ from reports.loader import Results, Run
 @dataclass
 class GateConfig:
     alpha: float = 0.05          # McNemar significance level for a success drop
-    latency_tol: float = 0.25    # allowed relative fall of the speedup vs the teacher
+    latency_tol: float = 0.25    # allowed relative fall of the (wall-clock) speedup vs the teacher
     flops_tol: float = 0.02      # allowed relative rise of the FLOPs ratio vs the teacher
+    cpu_tol: float | None = None  # allowed relative fall of the thread-CPU-time speedup (None: latency_tol)
+
+    @property
+    def cpu_tolerance(self) -> float:
+        return self.latency_tol if self.cpu_tol is None else self.cpu_tol
 
     def check(self) -> None:
         def bad(v: Any) -> bool:
@@ -35,6 +41,8 @@ class GateConfig:
             raise ValueError(f"latency tolerance must be in [0, 1), got {self.latency_tol!r}")
         if bad(self.flops_tol) or not 0.0 <= self.flops_tol < math.inf:
             raise ValueError(f"FLOPs tolerance must be >= 0, got {self.flops_tol!r}")
+        if self.cpu_tol is not None and (bad(self.cpu_tol) or not 0.0 <= self.cpu_tol < 1.0):
+            raise ValueError(f"CPU-time tolerance must be in [0, 1), got {self.cpu_tol!r}")
 
 
 @dataclass
@@ -87,6 +95,10 @@ def compare(base: Results, cand: Results, cfg: GateConfig) -> list[Row]:
         if not c.complete:
             row.checks.append(("complete", False, f"candidate run is incomplete ({c.n} episodes)"))
         vb, vc = (b.metrics or {}).get("vs_teacher") or {}, (c.metrics or {}).get("vs_teacher") or {}
+        if vb and vc and vb.get("teacher") != vc.get("teacher"):
+            row.checks.append(("teacher", True, f"teacher changed ({vb.get('teacher')} -> {vc.get('teacher')}): "
+                                                "speedup and FLOPs ratios are not comparable; regenerate the baseline"))
+            continue
         sb, sc = vb.get("speedup"), vc.get("speedup")
         row.info["speedup"] = (sb, sc)
         if sb is not None and sc is not None:
@@ -95,6 +107,12 @@ def compare(base: Results, cand: Results, cfg: GateConfig) -> list[Row]:
             row.checks.append(("speedup", sc < floor, detail))
         elif sb is not None:
             row.checks.append(("speedup", True, f"baseline has speedup {sb:.3g}x, candidate has none"))
+        cb, cc = vb.get("cpu_speedup"), vc.get("cpu_speedup")
+        row.info["cpu_speedup"] = (cb, cc)
+        if cb is not None and cc is not None:
+            floor = cb * (1 - cfg.cpu_tolerance)
+            detail = f"{cb:.3g}x -> {cc:.3g}x (floor {floor:.3g}x, tolerance {cfg.cpu_tolerance:.0%})"
+            row.checks.append(("cpu_speedup", cc < floor, detail))
         fb, fc = vb.get("flops_ratio"), vc.get("flops_ratio")
         row.info["flops_ratio"] = (fb, fc)
         if fb is not None and fc is not None:
@@ -118,7 +136,7 @@ def _fmt_pair(p: tuple | None, spec: str) -> str:
 
 def render(rows: list[Row], cfg: GateConfig) -> str:
     header = ["suite", "method", "profile", "status", "success base -> cand", "diff pp", "McNemar p",
-              "speedup", "FLOPs ratio"]
+              "speedup", "cpu speedup", "FLOPs ratio"]
     table = [header]
     for r in rows:
         pd = r.info.get("paired")
@@ -127,14 +145,16 @@ def render(rows: list[Row], cfg: GateConfig) -> str:
                       if pd else "-",
                       f"{pd['diff'] * 100:+.1f} (n={pd['n']})" if pd else "-",
                       f"{pd['p_mcnemar']:.3g}" if pd else "-",
-                      _fmt_pair(r.info.get("speedup"), ".3g"), _fmt_pair(r.info.get("flops_ratio"), ".4g")])
+                      _fmt_pair(r.info.get("speedup"), ".3g"), _fmt_pair(r.info.get("cpu_speedup"), ".3g"),
+                      _fmt_pair(r.info.get("flops_ratio"), ".4g")])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     failures = [(r, name, detail) for r in rows for name, failed, detail in r.checks if failed]
     notes = [(r, name, detail) for r in rows for name, failed, detail in r.checks if not failed]
     title = (f"vla-bench gate: success drop = worse and exact McNemar p < {cfg.alpha}; speedup may fall "
-             f"{cfg.latency_tol:.0%}; FLOPs ratio may rise {cfg.flops_tol:.0%}")
+             f"{cfg.latency_tol:.0%} (wall) / {cfg.cpu_tolerance:.0%} (thread CPU time); FLOPs ratio may rise "
+             f"{cfg.flops_tol:.0%}")
     out = [title, "", *lines, ""]
     for r, name, detail in failures:
         out.append(f"FAIL {'/'.join(r.key)} {name}: {detail}")

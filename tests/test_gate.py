@@ -16,10 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def mock_results(tmp_path_factory) -> Path:
-    """A fresh mock-v1 / mock / quick run (24 episodes, seconds)."""
+    """A fresh mock-v1 / mock / quick run (24 episodes, seconds), profiled against the tiny ``mock@teacher``
+    rather than the suite's trained reference teacher (~0.2 s per call) to keep the tests fast; the gate's
+    logic does not depend on which teacher a run names (.ci/gate.sh runs the real suite teacher)."""
+    from suites._mock.suite import MockSuite
+
     out = tmp_path_factory.mktemp("gate") / "base"
-    assert main(["bench", "--method", "mock", "--suite", "mock-v1", "--profile", "quick", "--results", str(out),
-                 "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MockSuite, "teacher", "mock@teacher")
+        assert main(["bench", "--method", "mock", "--suite", "mock-v1", "--profile", "quick", "--results",
+                     str(out), "--quiet"]) == 0
     return out
 
 
@@ -120,6 +126,19 @@ def test_gate_fails_on_flops_ratio_and_speedup_regressions(mock_results, tmp_pat
     assert code == 1 and "FAIL mock-v1/mock/quick speedup" in out, out
     code, out = _gate(capsys, mock_results, tmp_path / "slow", "--latency-tol", "0.6")
     assert code == 0, out  # the same slowdown is inside a 60% tolerance
+
+    cand = _copy(mock_results, tmp_path / "cpu")
+    cpu = base_metrics["vs_teacher"]["cpu_speedup"]
+    _edit_metrics(cand, lambda m: m["vs_teacher"].update(cpu_speedup=cpu * 0.3))
+    code, out = _gate(capsys, mock_results, tmp_path / "cpu", "--latency-tol", "0.9", "--cpu-tol", "0.5")
+    assert code == 1 and "FAIL mock-v1/mock/quick cpu_speedup" in out and "tolerance 50%" in out, out
+
+
+def test_ratios_against_a_different_teacher_are_not_compared(mock_results, tmp_path, capsys):
+    cand = _copy(mock_results, tmp_path / "cand")
+    _edit_metrics(cand, lambda m: m["vs_teacher"].update(teacher="some-other-teacher"))
+    code, out = _gate(capsys, mock_results, tmp_path / "cand")
+    assert code == 1 and "teacher changed" in out and "some-other-teacher" in out, out
 
 
 def test_disjoint_episode_ids_cannot_pass(mock_results, tmp_path, capsys):

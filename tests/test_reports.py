@@ -28,10 +28,17 @@ XSS_EXPLANATION = '<img src=x onerror="window.__pwned = 2">'
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
+    """Real runner output. The mock suite's teacher is the trained reference VLA (~0.2 s per call); the fixture
+    profiles against the tiny ``mock@teacher`` instead so the tests stay fast. The reporter reads whatever
+    teacher a run names, so nothing here depends on which one it is."""
+    from suites._mock.suite import MockSuite
+
     root = tmp_path_factory.mktemp("reports") / "results"
-    for m in METHODS:
-        assert main(["bench", "--method", m, "--suite", "mock-v1", "--profile", "smoke", "--results", str(root),
-                     "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MockSuite, "teacher", "mock@teacher")
+        for m in METHODS:
+            assert main(["bench", "--method", m, "--suite", "mock-v1", "--profile", "smoke", "--results",
+                         str(root), "--quiet"]) == 0
     (run,) = root.glob("mock-v1/mock/*/")
     lines = [json.loads(x) for x in (run / "episodes.jsonl").read_text().splitlines()]
     lines[0]["instruction"] = XSS
