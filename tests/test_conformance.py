@@ -37,6 +37,14 @@ def _skip_if_unavailable(suite: Suite) -> None:
         pytest.skip(f"suite {suite.suite_id}: {why}")
 
 
+def _env_or_skip(suite: Suite, task, **options):
+    """make_env, skipping (with the suite's message) when it raises SuiteUnavailableError (e.g. assets absent)."""
+    try:
+        return suite.make_env(task, **options)
+    except SuiteUnavailableError as e:
+        pytest.skip(f"suite {suite.suite_id}: {e}")
+
+
 def test_suite_folder_layout(suite):
     folder = Path(inspect.getfile(type(suite))).parent
     missing = [f for f in SUITE_FILES if not (folder / f).exists()]
