@@ -69,7 +69,7 @@ def cmd_gate(a: argparse.Namespace) -> int:
 def cmd_screenshot(a: argparse.Namespace) -> int:
     from reports.browser import BrowserUnavailable, find_chromium, screenshot
 
-    page = Path(a.page) if a.page else Path(a.site) / "index.html"
+    page = Path(a.page) if a.page else _showcase_page(Path(a.site))
     if not page.exists():
         return _err(f"page {str(page)!r} does not exist; run `make report` first")
     try:
@@ -78,6 +78,14 @@ def cmd_screenshot(a: argparse.Namespace) -> int:
         return _err(str(e))
     print(f"screenshot -> {a.out}")
     return 0
+
+
+def _showcase_page(site: Path) -> Path:
+    """The suite page with the most plots (Pareto plots need profiled runs), else the index."""
+    pages = sorted(site.glob("suite-*.html"))
+    if not pages:
+        return site / "index.html"
+    return max(pages, key=lambda p: (p.read_text().count('<svg class="plot"'), -pages.index(p)))
 
 
 def _tol(text: str) -> float:
@@ -117,7 +125,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("report-screenshot", help="PNG of a report page in headless Chromium")
     s.add_argument("--site", default="reports/site")
-    s.add_argument("--page", default=None, help="page to capture (default: SITE/index.html)")
+    s.add_argument("--page", default=None,
+                   help="page to capture (default: the suite page with the most plots, else SITE/index.html)")
     s.add_argument("--out", "-o", default="docs/report.png")
     s.add_argument("--width", type=int, default=1400)
     s.add_argument("--height", type=int, default=1000)

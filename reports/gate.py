@@ -96,8 +96,9 @@ def compare(base: Results, cand: Results, cfg: GateConfig) -> list[Row]:
             row.checks.append(("complete", False, f"candidate run is incomplete ({c.n} episodes)"))
         vb, vc = (b.metrics or {}).get("vs_teacher") or {}, (c.metrics or {}).get("vs_teacher") or {}
         if vb and vc and vb.get("teacher") != vc.get("teacher"):
-            row.checks.append(("teacher", True, f"teacher changed ({vb.get('teacher')} -> {vc.get('teacher')}): "
-                                                "speedup and FLOPs ratios are not comparable; regenerate the baseline"))
+            detail = (f"teacher changed ({vb.get('teacher')} -> {vc.get('teacher')}): speedup and FLOPs ratios "
+                      "are not comparable; regenerate the baseline")
+            row.checks.append(("teacher", True, detail))
             continue
         sb, sc = vb.get("speedup"), vc.get("speedup")
         row.info["speedup"] = (sb, sc)
