@@ -54,7 +54,7 @@ def summarize(run: Path, teacher_run: Path | None) -> dict[str, Any]:
         row["teacher"] = {"run": str(teacher_run), "n": len(shared), "success_rate": tk / max(1, len(shared)),
                           "success_ci95": list(wilson(tk, len(shared))),
                           "successes_by_episode": {i: s for i, s in zip(shared, b)}}
-        row["paired_vs_teacher"] = paired_difference(a, b)  # method - teacher, bootstrap CI, exact McNemar
+        row["paired_vs_teacher"] = paired_difference(b, a)  # (b - a convention) method - teacher; bootstrap CI, McNemar
     return row
 
 
