@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from reports.analysis import all_devices, projected_devices
 from reports.loader import Results, Selection
@@ -89,10 +90,25 @@ def stat(v: Any) -> str:
     return str(v)
 
 
+def spark(v: Any) -> Markup:
+    """A list of numbers (e.g. per-block router usage) as a tiny inline bar chart followed by the values; any
+    other value as escaped text."""
+    if not (isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                and not _bad(x) for x in v)):
+        return Markup.escape(stat(v))
+    top = max(max(abs(x) for x in v), 1e-12)
+    w, h = 6, 18
+    bars = "".join(f'<rect x="{i * w}" y="{h - h * abs(x) / top:.2f}" width="{w - 1}" height="{h * abs(x) / top:.2f}"'
+                   f' fill="#2a6fb0"><title>[{i}] {x:.4g}</title></rect>' for i, x in enumerate(v))
+    svg = (f'<svg class="spark" width="{len(v) * w}" height="{h}" viewBox="0 0 {len(v) * w} {h}" role="img" '
+           f'aria-label="bar chart of {len(v)} values">{bars}</svg>')
+    return Markup(svg) + Markup(" ") + Markup.escape(stat(v))
+
+
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(f=fmt, v=sort_value, human=human, stat=stat, dur=duration)
+    env.filters.update(f=fmt, v=sort_value, human=human, stat=stat, dur=duration, spark=spark)
     return env
 
 

@@ -112,6 +112,7 @@ def test_non_reportable_rows_are_marked(site):
 def test_method_page_shows_stats_and_provenance(results, site):
     page = (site / run_page("mock-v1", "mock", "smoke")).read_text()
     assert "blocks_used" in page and "[1, 0.5, 0.25]" in page and "infer_calls" in page
+    assert '<svg class="spark" width="18"' in page and "<title>[2] 0.25</title>" in page  # router-style bars
     run = json.loads(next(results.glob("mock-v1/mock/*/run.json")).read_text())
     assert '<details id="provenance">' in page and run["provenance"]["git_commit"] in page
     assert str(_episodes(results, "mock")[0]["seed"]) in page
