@@ -205,6 +205,12 @@ def claim_cards(res: Results, claims: list[dict], paper: list[dict]) -> list[dic
             if others:
                 why += (f"; runs of {', '.join(others)} exist but their variant does not match "
                         f"{c['variant_regex']!r} (reports/claims.yaml)")
+            elsewhere = sorted({s.run.suite for s in res.selected() if s.complete
+                                and claim_applies({**c, "variant_regex": None, "suites": [""]}, s.run)
+                                and not claim_applies({**c, "variant_regex": None}, s.run)})
+            if elsewhere:
+                why += (f" (it has complete runs on {', '.join(elsewhere)}, which the claim's benchmark family does "
+                        "not cover: see the leaderboard)")
             cards.append({**base, "verdict": "no_results", "why": why, "runs": [],
                           "summary": f"{c['paper']}: {c['claim']} — no reproduction yet: {why}"})
             continue

@@ -246,6 +246,18 @@ def test_claim_whose_variant_matches_no_run_says_why(results, tmp_path):
     assert "runs of mock, mock@broken exist but their variant does not match 'lang'" in df["why"][0]
 
 
+def test_claim_on_another_benchmark_family_points_to_the_runs_that_exist(results, tmp_path):
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump([{
+        "id": "mock-libero", "method": "mock", "paper": "Mock paper", "claim": "fast on LIBERO",
+        "suites": ["libero"], "conditions": [{"metric": "speedup", "op": ">", "value": 1.0}]}]))
+    out = tmp_path / "out"
+    assert main(["paper-tables", "--results", str(results), "--out", str(out), "--claims", str(claims)]) == 0
+    df = pd.read_csv(out / "paper-tables" / "claims.csv")
+    assert list(df["verdict"]) == ["no_results"]
+    assert "no complete run of 'mock' on a libero suite yet (it has complete runs on mock-v1" in df["why"][0]
+
+
 def test_default_paper_tables_keep_every_published_entry(results, tmp_path):
     entries = yaml.safe_load(DEFAULT_PAPER.read_text())
     assert all(e.get("source") and e.get("confidence") for e in entries)
