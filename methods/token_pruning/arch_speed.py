@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--episode-len", type=int, default=8, help="consecutive frames per synthetic episode")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a reference checkpoint folder: its architecture and weights replace the random init")
     args = ap.parse_args(argv)
     import yaml
 
@@ -81,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     mcfg = ModelConfig(**{**mkw, "cameras": cams, "proprio_dim": proprio, "action_dim": adim, "vocab_size": len(tok)})
     teacher_model = ReferenceVLA(mcfg).eval()
+    source = "random init, methods/reference/configs/train.yaml preset"
+    if args.checkpoint:
+        from methods.reference import checkpoint as ckpt
+
+        teacher_model, tok, _, man = ckpt.load(Path(args.checkpoint))
+        mcfg = teacher_model.cfg
+        cams = list(mcfg.cameras)
+        instruction = " ".join(tok.vocab[4:14])  # a 10-word instruction from its vocabulary
+        source = (f"checkpoint {args.checkpoint} (sha256 {man['files']['model.safetensors'][:12]}, "
+                  f"train step {man['train']['step']})")
     rcfg = ReferenceConfig(n_execute=4, binarize_gripper=args.preset == "libero")
     teacher = ReferencePolicy(teacher_model, tok, None, {"files": {}}, rcfg)
     pols = {"reference (random init)": teacher}
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if k == 6:
             pols["shallow_pi@keep6+fastv0.5"] = FastVPolicy(st, FastVConfig(keep_ratio=0.5, prune_after=1),
                                                             "shallow_pi@keep6+fastv0.5")
-    obs = synthetic_obs(cams, size, proprio, instruction, args.episode_len)
+    obs = synthetic_obs(cams, size, mcfg.proprio_dim, instruction, args.episode_len)
     task = Task("synthetic", instruction)
 
     def caller(pol):
@@ -136,15 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         rows[k] = {"speedup_wall": {"median_ratio": s, "ci95": [lo, hi]}, "flops_ratio": flops[k] / flops[names[0]],
                    "gflops_per_call": flops[k] / 1e9, "latency_ms_p50": float(np.median(wall[k]))}
     record = {"schema_version": 1, "kind": "architecture-only (random weights, synthetic observations)",
-              "suite": suite_id, "preset": args.preset, "model_config": mcfg.to_dict(), "measured_at": now_iso(),
+              "suite": suite_id, "preset": args.preset, "weights": source, "model_config": mcfg.to_dict(), "measured_at": now_iso(),
               "n_rounds": args.calls, "threads": 1, "load_average_before": load_before,
               "load_average_after": load_after, "teacher_latency_ms_p50": float(np.median(t)),
               "teacher_gflops_per_call": flops[names[0]] / 1e9, "methods": rows,
               "note": __doc__.split("\n\n")[0]}
-    out = Path(args.results) / suite_id / "_architecture" / "arch-speedup-cpu.json"
+    out = Path(args.results) / suite_id / "_architecture" / (
+        "arch-speedup-cpu.json" if not args.checkpoint else "checkpoint-speedup-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\n{args.preset} architecture ({suite_id}), random weights: teacher p50 {np.median(t):.2f} ms, "
+    print(f"\n{args.preset} architecture ({suite_id}), {source}: teacher p50 {np.median(t):.2f} ms, "
           f"{flops[names[0]] / 1e9:.4f} GFLOPs/call; {args.calls} rounds; load {load_before} -> {load_after}")
     print(f"| method | speedup [95% CI] | FLOPs ratio | p50 ms |\n|---|---|---|---|")
     for k, v in rows.items():
