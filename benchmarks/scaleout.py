@@ -12,8 +12,9 @@
    server's own compute time (and, as a cross-check, remote round trip minus the in-process call time).
 3. batching: a server child process with --max-batch B in {1, 2, 4} serving ``mock@teacher``; B parallel
    envs (threads of this process, each with its own env and connection, so no worker start-up is timed) run
-   the profile's episodes; episodes/hour, the mean batch size the server saw, and every per-episode outcome
-   that differs from B=1 (listed, not hidden). Repetitions alternate the order of B.
+   the profile's episodes ``--batch-passes`` times; episodes/hour, the mean batch size the server saw, and
+   every per-episode outcome that differs from B=1 (listed, not hidden). Repetitions alternate the order of B.
+   The control ``4:1`` (4 clients, no batching) separates the gain of batching from that of 4 parallel envs.
 
 The load average is recorded before and after every measurement: this machine's 2 cores are shared.
 """
@@ -166,23 +167,25 @@ def bench_latency(n: int) -> dict[str, Any]:
 
 
 # ----- 3. batching -----
-def _client_thread(address: str, suite: Any, episodes: list, results: list, errors: list) -> None:
+def _client_thread(address: str, suite: Any, episodes: list, passes: int, results: list, errors: list) -> None:
     from harness.runner import run_episode
     from harness.server.client import RemotePolicy
 
     try:
         remote = RemotePolicy(address)
         envs: dict[str, Any] = {}
-        for ep in episodes:
-            env = envs.get(ep.task.name) or envs.setdefault(ep.task.name, suite.make_env(ep.task))
-            result, _ = run_episode(env, remote, ep, privileged=False, timeout_s=600)
-            results.append(result)
+        for k in range(passes):
+            for ep in episodes:
+                env = envs.get(ep.task.name) or envs.setdefault(ep.task.name, suite.make_env(ep.task))
+                result, _ = run_episode(env, remote, ep, privileged=False, timeout_s=600)
+                results.append((k, result))
         remote.close()
     except Exception as e:  # noqa: BLE001
         errors.append(f"{type(e).__name__}: {e}")
 
 
-def bench_batching(profile: str, sizes: list[int], window_ms: float, served: str, reps: int) -> dict[str, Any]:
+def bench_batching(profile: str, sizes: list[tuple[int, int]], window_ms: float, served: str, reps: int,
+                   passes: int) -> dict[str, Any]:
     """B client threads in this process (each its own env and connection: no process start-up in the figure)
     against a server child process with --max-batch B."""
     import threading
@@ -192,18 +195,19 @@ def bench_batching(profile: str, sizes: list[int], window_ms: float, served: str
 
     suite = make_suite("mock-v1")
     episodes = suite.episodes(profile)
-    out: dict[str, Any] = {"served_method": served, "profile": profile, "n_episodes": len(episodes),
+    out: dict[str, Any] = {"served_method": served, "profile": profile, "n_episodes": len(episodes) * passes,
                            "window_ms": window_ms, "clients": "B threads, one env + one connection each",
                            "runs": {}}
     base: dict[str, tuple] | None = None
     for rep in range(reps):
-        for b in (sizes if rep % 2 == 0 else sizes[::-1]):
+        for clients, b in (sizes if rep % 2 == 0 else sizes[::-1]):
+            name = f"batch{b}" if clients == b else f"clients{clients}-batch{b}"
             proc, address = spawn_server(served, "mock-v1", max_batch=b, batch_window_ms=window_ms, cwd=str(ROOT))
             try:
                 results: list = []
                 errors: list = []
-                shards = [episodes[i::b] for i in range(b)]
-                threads = [threading.Thread(target=_client_thread, args=(address, suite, sh, results, errors))
+                shards = [episodes[i::clients] for i in range(clients)]
+                threads = [threading.Thread(target=_client_thread, args=(address, suite, sh, passes, results, errors))
                            for sh in shards]
                 before = load()
                 t0 = time.perf_counter()
@@ -217,21 +221,24 @@ def bench_batching(profile: str, sizes: list[int], window_ms: float, served: str
                 proc.wait(timeout=60)
             if errors:
                 raise RuntimeError(f"batch {b}: {errors}")
-            eps = [r.to_dict() for r in results]
-            outcome = {e["episode_id"]: (e["success"], e["steps"], e["error"]) for e in eps}
-            if base is None and b == 1:
+            eps = [r.to_dict() for _, r in results]
+            outcome = {r.episode_id: (r.success, r.steps, r.error) for k, r in results if k == 0}
+            repeat_diffs = sum(1 for k, r in results if k > 0 and outcome[r.episode_id] != (r.success, r.steps, r.error))
+            if base is None and b == 1 and clients == 1:
                 base = outcome
-            diffs = [] if base is None else [{"episode_id": k, "batch1": base[k], f"batch{b}": v}
+            diffs = [] if base is None else [{"episode_id": k, "batch1": base[k], name: v}
                                              for k, v in sorted(outcome.items()) if base.get(k) != v]
             stats = [e["method_stats"] for e in eps]
             run_ = {"elapsed_s": elapsed, "eph": len(eps) / elapsed * 3600, "n_episodes": len(eps),
+                    "clients": clients, "max_batch": b,
                     "success": sum(e["success"] for e in eps),
                     "mean_batch_seen": float(np.mean([s.get("remote_batch_mean", 1.0) for s in stats])),
                     "rtt_ms_mean": float(np.mean([s["remote_rtt_ms_mean"] for s in stats])),
                     "compute_ms_mean": float(np.mean([s["remote_compute_ms_mean"] for s in stats])),
-                    "outcome_differences_vs_batch1": diffs, "load_before": before, "load_after": load()}
-            out["runs"].setdefault(f"batch{b}", []).append(run_)
-            print(f"[batching] rep {rep} B={b}: {json.dumps(run_)[:400]}", file=sys.stderr, flush=True)
+                    "outcome_differences_vs_batch1": diffs, "differences_between_passes": repeat_diffs,
+                    "passes": passes, "load_before": before, "load_after": load()}
+            out["runs"].setdefault(name, []).append(run_)
+            print(f"[batching] rep {rep} {name}: {json.dumps(run_)[:400]}", file=sys.stderr, flush=True)
     out["summary"] = {k: {"n_runs": len(v), "eph_median": statistics.median(r["eph"] for r in v),
                           "eph_all": [round(r["eph"]) for r in v],
                           "mean_batch_seen": statistics.mean(r["mean_batch_seen"] for r in v),
@@ -247,9 +254,11 @@ def main() -> int:
     p.add_argument("--profile", default="full", help="mock-v1 profile for the executor and batching runs")
     p.add_argument("--spin-ms", type=float, default=5.0, help="CPU time per infer call (executors)")
     p.add_argument("--latency-n", type=int, default=1000)
-    p.add_argument("--batch-sizes", default="1,2,4")
+    p.add_argument("--batch-sizes", default="1,2,4,4:1",
+                   help="B (B clients, --max-batch B) or C:B (C clients, --max-batch B; 4:1 = the unbatched control)")
     p.add_argument("--batch-window-ms", type=float, default=2.0)
     p.add_argument("--served", default="mock@teacher")
+    p.add_argument("--batch-passes", type=int, default=5, help="times each client runs its episodes (batching)")
     p.add_argument("--out", default=".cache/benchmarks/scaleout.json")
     a = p.parse_args()
     parts = set(a.part.split(","))
@@ -264,8 +273,9 @@ def main() -> int:
     if "executors" in parts:
         result["executors"] = bench_executors(a.reps, a.profile, a.spin_ms)
     if "batching" in parts:
-        result["batching"] = bench_batching(a.profile, [int(x) for x in a.batch_sizes.split(",")],
-                                            a.batch_window_ms, a.served, a.reps)
+        sizes = [(int(c), int(b or c)) for c, _, b in (x.partition(":") for x in a.batch_sizes.split(","))]
+        result["batching"] = bench_batching(a.profile, sizes,
+                                            a.batch_window_ms, a.served, a.reps, a.batch_passes)
     result["load_end"] = load()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
