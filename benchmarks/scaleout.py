@@ -9,7 +9,8 @@
    (num_cpus=2, loopback, no dashboard), as a long-lived cluster would be; its start-up time is reported apart.
 2. latency: a server in a child process serving the mock policy; the client interleaves remote and in-process
    calls on the same recorded observations, single-threaded. Added latency per call = round trip minus the
-   server's own compute time (and, as a cross-check, remote round trip minus the in-process call time).
+   server's own compute time (and, as a cross-check, remote round trip minus the in-process call time);
+   then n more remote calls back to back (nothing in between: the server never goes idle).
 3. batching: a server child process with --max-batch B in {1, 2, 4} serving ``mock@teacher``; B parallel
    envs (threads of this process, each with its own env and connection, so no worker start-up is timed) run
    the profile's episodes ``--batch-passes`` times; episodes/hour, the mean batch size the server saw, and
@@ -148,6 +149,12 @@ def bench_latency(n: int) -> dict[str, Any]:
                     added.append(rtt[-1] - comp[-1])
         after = load()
         server_cpu_ms = (_proc_cpu_s(proc.pid) - server_cpu0) * 1000 / n
+        b2b_added, b2b_rtt = [], []  # back to back: nothing else between two remote calls
+        for i in range(n):
+            c = remote.infer(rec.obs[i % len(rec)])
+            b2b_rtt.append(c.extras["remote_rtt_ms"])
+            b2b_added.append(c.extras["remote_rtt_ms"] - c.extras["remote_compute_ms"])
+        after_b2b = load()
         remote.close()
     finally:
         proc.stdin.close()
@@ -163,7 +170,8 @@ def bench_latency(n: int) -> dict[str, Any]:
     return {"n": n, "obs_bytes": int(obs_bytes), "rtt_ms": q(rtt), "server_compute_ms": q(comp),
             "in_process_ms": q(local), "added_ms": q(added), "rtt_minus_in_process_ms": q(minus_local),
             "client_cpu_ms_per_call": q(client_cpu), "server_cpu_ms_per_call_mean": server_cpu_ms,
-            "load_before": before, "load_after": after}
+            "load_before": before, "load_after": after,
+            "back_to_back": {"rtt_ms": q(b2b_rtt), "added_ms": q(b2b_added), "load_after": after_b2b}}
 
 
 # ----- 3. batching -----
