@@ -20,13 +20,14 @@ import numpy as np
 from harness.interfaces import ActionChunk, Policy, Task
 from suites.driving.control import Path, TrackerGains, WaypointTracker, world_to_ego
 
-VERSION = "driving-expert-1.0"
-CANDIDATES = (3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0)
+VERSION = "driving-expert-1.1"
+CANDIDATES = (2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0)
 PLAN_DT, PLAN_T = 0.25, 6.0
 DISC_OFFS = np.array([-1.6, 0.0, 1.6])
 CLEARANCE = 3.6  # disc-centre distance under which two cars are taken to collide (3 discs per car; covers the corners)
 IDM = {"a": 2.0, "b": 3.0, "T": 1.5, "s0": 5.0, "delta": 4.0}
 A_LAT_MAX = 3.0
+JERK_UP, JERK_DOWN = 3.0, 6.0  # m/s^3 limits on the planned acceleration (down: unlimited when yielding)
 SIDE = {0: "left", 1: "middle", 2: "right"}
 
 
@@ -53,6 +54,7 @@ class DrivingExpert(Policy):
         self.reasons: dict[str, int] = {}
         self._ramp = None
         self.want: int | None = None
+        self.prev_acc = 0.0
 
     # ------------------------------------------------------------------ public
     def infer(self, obs: dict) -> ActionChunk:
@@ -103,6 +105,10 @@ class DrivingExpert(Policy):
         acc, conflict = self._choose(env, path, s0, v, v_des, a_top)
         if conflict is not None:
             notes.insert(0, conflict)
+        # comfort: limit the jerk of the plan (nuPlan bound 4.13 m/s^3) except when braking for a conflict
+        up, down = JERK_UP * env.dt, (np.inf if conflict is not None else JERK_DOWN * env.dt)
+        acc = float(np.clip(acc, self.prev_acc - down, self.prev_acc + up))
+        self.prev_acc = acc
         prof = self._profile(v, v_des, acc, PLAN_DT, self.n_wp)
         pts = path.at(s0 + prof)
         wp = world_to_ego(pts, ego.position, float(ego.heading))
@@ -218,7 +224,7 @@ class DrivingExpert(Policy):
             return None
 
     def _choose(self, env, path: Path, s0: float, v: float, v_des: float, a_top: float):
-        cands = sorted({float(min(a, a_top)) for a in CANDIDATES} | {float(max(min(a_top, 3.0), -6.0))}, reverse=True)
+        cands = sorted({float(min(a, a_top)) for a in CANDIDATES} | {float(max(min(a_top, 2.0), -6.0))}, reverse=True)
         cands = [a for a in cands if a >= -6.0] or [-6.0]
         others = self._predictions(env, path, s0)
         if others is None:

@@ -77,8 +77,41 @@ class RoadRaster:
                     marks[r0:r1, c0:c1][near] = np.maximum(marks[r0:r1, c0:c1][near], 2)
                 else:
                     marks[r0:r1, c0:c1][near] = 3
+        self.seams: list[np.ndarray] = []
         self._connectors(network, grid)
         self.grid = np.where(marks > 0, marks, grid).astype(np.uint8)
+        self.drivable = self._seam_tolerant(grid > 0)
+
+    def _seam_tolerant(self, road: np.ndarray, radius_m: float = 1.25, zone_m: float = 8.0) -> np.ndarray:
+        """Drivable area for the DAC check: the lanes, widened by ``radius_m`` only within ``zone_m`` of a seam
+        where highway-env's consecutive lanes do not meet (roundabout entries join the ring mid-segment,
+        ~2 m outside its outer lane): a car following the joined path would otherwise 'leave the road' there."""
+        if not self.seams:
+            return road
+        r = int(round(radius_m / MAP_RES))
+        grown = road.copy()
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                if dx * dx + dy * dy > r * r:
+                    continue
+                src = road[max(dy, 0):self.h + min(dy, 0), max(dx, 0):self.w + min(dx, 0)]
+                grown[max(-dy, 0):self.h + min(-dy, 0), max(-dx, 0):self.w + min(-dx, 0)] |= src
+        ys = self.y0 + (np.arange(self.h) + 0.5) * MAP_RES
+        xs = self.x0 + (np.arange(self.w) + 0.5) * MAP_RES
+        zone = np.zeros_like(road)
+        for p in self.seams:
+            zone |= ((xs[None, :] - p[0]) ** 2 + (ys[:, None] - p[1]) ** 2) <= zone_m ** 2
+        return road | (grown & zone)
+
+    def lookup_drivable(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.period_x is not None:
+            x = self.x0 + np.mod(x - self.x0, self.period_x)
+        c = ((np.asarray(x) - self.x0) / MAP_RES).astype(np.int64)
+        r = ((np.asarray(y) - self.y0) / MAP_RES).astype(np.int64)
+        ok = (c >= 0) & (c < self.w) & (r >= 0) & (r < self.h)
+        out = np.zeros(np.shape(x), bool)
+        out[ok] = self.drivable[r[ok], c[ok]]
+        return out
 
     def _connectors(self, network, grid: np.ndarray, max_gap: float = 8.0) -> None:
         """Fill the gaps highway-env leaves between consecutive lanes (e.g. roundabout entries meet the ring
@@ -90,6 +123,7 @@ class RoadRaster:
                         pa, pb = a.position(a.length, 0), b.position(0, 0)
                         if not 0.3 < np.linalg.norm(pa - pb) < max_gap:
                             continue
+                        self.seams += [pa, pb]
                         wa, wb = a.width_at(a.length) / 2 + 1.5, b.width_at(0) / 2 + 1.5
                         quad = np.array([a.position(a.length, -wa), a.position(a.length, wa),
                                          b.position(0, wb), b.position(0, -wb)])

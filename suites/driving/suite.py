@@ -156,7 +156,7 @@ class DrivingEnv(gym.Env):
         fx, fy = 0.35 * ego.LENGTH, 0.35 * ego.WIDTH
         xs = ego.position[0] + np.array([0, fx * c - fy * s_, fx * c + fy * s_, -fx * c - fy * s_, -fx * c + fy * s_])
         ys = ego.position[1] + np.array([0, fx * s_ + fy * c, fx * s_ - fy * c, -fx * s_ + fy * c, -fx * s_ - fy * c])
-        on = self.raster.lookup(xs, ys) > 0
+        on = self.raster.lookup_drivable(xs, ys)
         if not on.all():
             self.ever_off_road = True
         self.off_road_steps = 0 if on[0] else self.off_road_steps + 1
