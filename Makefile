@@ -29,7 +29,7 @@ space := $(empty) $(empty)
 run_extras = $(strip $(call suite_extra,$(SUITE)) $(if $(filter ray,$(EXECUTOR)),ray) $(if $(filter remote%,$(METHOD)),server))
 EXTRAS ?= $(subst $(space),$(comma),$(run_extras))
 # Extras the test suite exercises (simulator tests skip cleanly when an extra is missing).
-TEST_EXTRAS ?= driving,libero,server,ray
+TEST_EXTRAS ?= driving,libero,server,ray,simpler
 comma := ,
 STAMP = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(subst $(comma),_,$(or $(EXTRAS),core))
 
