@@ -62,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     teacher = build_policy(RunSpec(method=teacher_id, suite=args.suite, cache_dir=args.cache_dir), suite=suite)
     policies["teacher"] = teacher.policy
     for mid in [m for m in args.methods.split(",") if m]:
-        b = build_policy(RunSpec(method=mid, suite=args.suite, cache_dir=args.cache_dir), suite=suite)
+        overrides: tuple = ()
+        if mid.endswith("]") and "[" in mid:  # "shallow_pi@keep4[steps=500;batch=32]": config overrides
+            import yaml
+
+            mid, _, ov = mid[:-1].partition("[")
+            overrides = tuple(sorted((k, yaml.safe_load(v)) for k, v in (x.split("=", 1) for x in ov.split(";"))))
+        b = build_policy(RunSpec(method=mid, suite=args.suite, cache_dir=args.cache_dir, overrides=overrides),
+                         suite=suite)
         policies[mid], configs[mid] = b.policy, b.config.to_dict()
     torch.set_num_threads(args.threads)
     path = Path(args.cache_dir) / "profile_obs" / suite.suite_id / f"speedup-{teacher_id}-{args.n_obs}.npz"

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         sp_txt = (f"{sp['speedup_wall']['median_ratio']:.2f} [{sp['speedup_wall']['ci95'][0]:.2f}, "
                   f"{sp['speedup_wall']['ci95'][1]:.2f}] (n={sp['n_rounds']})") if sp else "–"
         fr = vt.get("flops_ratio") if vt else (sp or {}).get("flops_ratio")
+        if fr is None and teacher is not None and method != "reference" and m.get("gflops_per_call"):
+            fr = m["gflops_per_call"] / teacher["gflops_per_call"]  # from the two runs' own profiles
         stats = (m.get("method_stats") or {}).get("overall", {})
         tok = []
         for k in ("mean_tokens_kept", "mean_vision_keep_mean_per_layer", "mean_tokens_reused"):
