@@ -323,12 +323,11 @@ class SimplerExpert(Policy):
             if src[2] < tgt[2] + tgt_h + src_h + 0.015 or self.t_stage > 10:
                 self._next()
             return go(g, CLOSED)
-        return go(p + [0, 0, 0.02 if self.stage > 6 else 0.0], OPEN) if self._bump() else go(p, OPEN)
-
-    def _bump(self) -> bool:
-        if self.stage == 6 and self.t_stage >= 3:
-            self._next()
-        return True
+        if self.stage == 6:  # release
+            if self.t_stage >= 3:
+                self._next()
+            return go(p, OPEN)
+        return go(p + np.array([0.0, 0.0, 0.02]), OPEN)  # retreat upwards
 
 
 def _yaw_quat(yaw: float) -> np.ndarray:
