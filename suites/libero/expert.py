@@ -444,7 +444,16 @@ class LiberoExpert(Policy):
         raise RuntimeError(f"expert: unknown phase {prim.phase!r}")
 
     # ----- drawers -----
+    def _world_box(self, geom: int) -> np.ndarray:
+        g = self.geo
+        assert g is not None
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+        aabb = g.model.geom_aabb[geom]
+        return (aabb[:3] + signs * aabb[3:]) @ g.data.geom_xmat[geom].reshape(3, 3).T + g.data.geom_xpos[geom]
+
     def _drawer(self, prim: Primitive, priv: dict) -> np.ndarray:
+        """Grasp the drawer's handle from above (fingers closing across it), pull it open along the slide;
+        close = push the front back with closed fingers."""
         region, want = prim.args
         g = self.geo
         assert g is not None
@@ -460,91 +469,98 @@ class LiberoExpert(Policy):
         body = g.joint_body(joint)
         jid = g.sim.model.joint_name2id(joint)
         axis_w = g.data.xmat[body].reshape(3, 3) @ g.model.jnt_axis[jid]
-        # handle: the front-most point of the drawer body's geoms, centred
-        geoms = [i for i in range(g.model.ngeom) if g.model.geom_bodyid[i] == body]
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-        pts = np.concatenate([(g.model.geom_aabb[i][:3] + signs * g.model.geom_aabb[i][3:])
-                              @ g.data.geom_xmat[i].reshape(3, 3).T + g.data.geom_xpos[i] for i in geoms])
-        # "open" direction: the joint axis sign that increases opening; LIBERO drawers open with q towards the
-        # end of the range farther from 0
-        open_sign = 1.0 if abs(hi_q) >= abs(lo_q) else -1.0
-        pull = axis_w * open_sign  # world direction in which the drawer opens
-        front = pts[np.argmax(pts @ pull)]
-        centre = pts.mean(0)
-        handle = centre + pull * ((front - centre) @ pull)
-        handle[2] = centre[2]
-        opened = abs(q - 0.0) / max(abs(hi_q if open_sign > 0 else lo_q), 1e-6)
+        q_open = lo_q if abs(lo_q) > abs(hi_q) else hi_q  # closed is q = 0; open is the far end of the range
+        pull = axis_w * np.sign(q_open)  # world direction in which the drawer opens
+        geoms = [i for i in range(g.model.ngeom) if g.model.geom_bodyid[i] == body
+                 and (g.model.geom_contype[i] or g.model.geom_conaffinity[i])]
+        centres = np.array([g.data.geom_xpos[i] for i in geoms])
+        handle_geom = geoms[int(np.argmax(centres @ pull))]
+        box = self._world_box(handle_geom)
+        handle = box.mean(0)
+        handle_top = box[:, 2].max()
+        opened = q / q_open if q_open else 0.0
+        # LIBERO drawer handles are horizontal bars: fingers close across the bar, i.e. along the pull direction;
+        # the grasp centre sits slightly in front of the bar so the rear finger clears the drawer's face
+        yaw = self._yaw_for_axis(pull)
+        handle = handle + pull * 0.012
         if prim.phase == "start":
-            self._goto(prim, "approach")
+            self._goto(prim, "hover")
         if want == "open":
-            if prim.phase == "approach":
-                tgt = handle + pull * 0.06 + np.array([0, 0, 0.0])
-                if eef[2] < tgt[2] + 0.05 and np.linalg.norm(eef[:2] - tgt[:2]) > 0.03:
-                    tgt = tgt + np.array([0, 0, 0.08])
-                a, err, _ = self._move(priv, tgt, 0.0, GRIP_OPEN)
-                if np.linalg.norm(eef - (handle + pull * 0.06)) < 0.015 or prim.t > 120:
-                    self._goto(prim, "hook")
+            if prim.phase == "hover":
+                tgt = np.array([handle[0], handle[1], handle_top + 0.08])
+                a, err, rerr = self._move(priv, tgt, yaw, GRIP_OPEN)
+                if (np.linalg.norm(eef[:2] - tgt[:2]) < 0.01 and abs(eef[2] - tgt[2]) < 0.03 and rerr < 0.1) \
+                        or prim.t > 120:
+                    self._goto(prim, "descend")
                 return a
-            if prim.phase == "hook":  # move into the handle with the open fingers around it
-                a, err, _ = self._move(priv, handle + pull * 0.005, 0.0, GRIP_OPEN, max_speed=0.4)
-                if err < 0.012 or prim.t > 40:
+            if prim.phase == "descend":
+                tgt = np.array([handle[0], handle[1], handle_top - 0.022])
+                a, err, _ = self._move(priv, tgt, yaw, GRIP_OPEN, max_speed=0.5)
+                zs = m.setdefault("z_hist", [])
+                zs.append(eef[2])
+                if err < 0.008 or (len(zs) > 10 and abs(zs[-10] - eef[2]) < 0.002) or prim.t > 60:
                     self._goto(prim, "grab")
                 return a
             if prim.phase == "grab":
-                a, _, _ = self._move(priv, eef, 0.0, GRIP_CLOSE)
+                a, _, _ = self._move(priv, eef, yaw, GRIP_CLOSE)
                 a[:3] = 0
-                if prim.t >= 10:
+                if prim.t >= 12:
+                    m["pull_from"] = eef.copy()
                     self._goto(prim, "pull")
                 return a
             if prim.phase == "pull":
-                tgt = eef + pull * 0.05
-                a, _, _ = self._move(priv, tgt, 0.0, GRIP_CLOSE, max_speed=0.5)
-                if opened > 0.85 or prim.t > 80:
+                tgt = m["pull_from"] + pull * (abs(q_open) * 0.95)
+                a, err, _ = self._move(priv, tgt, yaw, GRIP_CLOSE, max_speed=0.5)
+                if opened > 0.9 or err < 0.01 or prim.t > 80:
                     self._goto(prim, "let_go")
                 return a
             if prim.phase == "let_go":
-                a, _, _ = self._move(priv, eef, 0.0, GRIP_OPEN)
+                a, _, _ = self._move(priv, eef, yaw, GRIP_OPEN)
                 a[:3] = 0
                 if prim.t >= 8:
                     self._goto(prim, "back")
                 return a
             if prim.phase == "back":
-                a, _, _ = self._move(priv, eef + pull * 0.05 + np.array([0, 0, 0.05]), 0.0, GRIP_OPEN)
-                if prim.t >= 15:
+                a, _, _ = self._move(priv, eef + np.array([0, 0, 0.05]), yaw, GRIP_OPEN)
+                if prim.t >= 12:
                     prim.done = True
                 return a
-        else:  # close: push the front face back
-            if prim.phase == "approach":
-                tgt = front.copy()
-                tgt[2] = centre[2]
-                tgt = tgt + pull * 0.05
-                hover = tgt + np.array([0, 0, 0.10])
-                if np.linalg.norm(eef[:2] - tgt[:2]) > 0.02:
-                    a, _, _ = self._move(priv, hover if eef[2] < hover[2] - 0.03 and np.linalg.norm(eef[:2] - tgt[:2]) > 0.05 else np.array([*tgt[:2], hover[2]]), 0.0, GRIP_CLOSE)
-                else:
-                    a, err, _ = self._move(priv, tgt, 0.0, GRIP_CLOSE)
-                    if err < 0.015:
-                        self._goto(prim, "push")
-                if prim.t > 150:
+        else:  # close: push the drawer's front back with closed fingers
+            start = handle.copy()
+            start[:2] = handle[:2] + pull[:2] * 0.05
+            start[2] = handle[2] - 0.01
+            if prim.phase == "hover":
+                tgt = np.array([start[0], start[1], max(handle_top + 0.08, eef[2])])
+                a, err, _ = self._move(priv, tgt, yaw, GRIP_CLOSE)
+                if np.linalg.norm(eef[:2] - tgt[:2]) < 0.012 or prim.t > 120:
+                    self._goto(prim, "descend")
+                return a
+            if prim.phase == "descend":
+                a, err, _ = self._move(priv, start, yaw, GRIP_CLOSE, max_speed=0.5)
+                if err < 0.012 or prim.t > 60:
                     self._goto(prim, "push")
                 return a
             if prim.phase == "push":
-                a, _, _ = self._move(priv, eef - pull * 0.05, 0.0, GRIP_CLOSE, max_speed=0.6)
-                if opened < 0.05 or prim.t > 80:
+                tgt = eef - pull * 0.05
+                tgt[2] = start[2]
+                a, _, _ = self._move(priv, tgt, yaw, GRIP_CLOSE, max_speed=0.6)
+                if abs(opened) < 0.03 or prim.t > 80:
                     self._goto(prim, "back")
                 return a
             if prim.phase == "back":
-                a, _, _ = self._move(priv, eef + pull * 0.05 + np.array([0, 0, 0.05]), 0.0, GRIP_OPEN)
-                if prim.t >= 15:
+                a, _, _ = self._move(priv, eef + pull * 0.04 + np.array([0, 0, 0.06]), yaw, GRIP_OPEN)
+                if prim.t >= 12:
                     prim.done = True
                 return a
         raise RuntimeError(f"expert: unknown drawer phase {prim.phase!r}")
 
     # ----- stove knob -----
     def _turnon(self, prim: Primitive, priv: dict) -> np.ndarray:
+        """Grasp the knob's fin from above and turn it (yaw) until the joint is in its turn-on range."""
         (fixture,) = prim.args
         g = self.geo
         assert g is not None
+        m = prim.mem
         eef = priv["eef_pos"]
         names = [g.sim.model.joint_id2name(j) or "" for j in range(g.model.njnt)]
         joint = next((n for n in names if n.startswith(fixture) and "button" in n), None)
@@ -552,40 +568,57 @@ class LiberoExpert(Policy):
             prim.done = True
             return self._move(priv, eef, 0.0, GRIP_OPEN)[0]
         body = g.joint_body(joint)
-        knob = g.data.xpos[body].copy()
-        geoms = [i for i in range(g.model.ngeom) if g.model.geom_bodyid[i] == body]
-        if geoms:
-            signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-            pts = np.concatenate([(g.model.geom_aabb[i][:3] + signs * g.model.geom_aabb[i][3:])
-                                  @ g.data.geom_xmat[i].reshape(3, 3).T + g.data.geom_xpos[i] for i in geoms])
-            knob = pts.mean(0)
-            knob[2] = pts[:, 2].max()
+        q = g.joint_qpos(joint)
+        geoms = [i for i in range(g.model.ngeom) if g.model.geom_bodyid[i] == body
+                 and (g.model.geom_contype[i] or g.model.geom_conaffinity[i])]
+        pts = np.concatenate([self._world_box(i) for i in geoms])
+        knob = pts.mean(0)
+        top = pts[:, 2].max()
+        if "yaw0" not in m:
+            c = pts[:, :2] - pts[:, :2].mean(0)
+            w, v = np.linalg.eigh(c.T @ c)
+            m["yaw0"] = self._yaw_for_axis(v[:, 0])  # fingers close across the fin (its thin axis)
+            m["q0"] = q
+        yaw0 = m["yaw0"]
         if prim.phase == "start":
             self._goto(prim, "hover")
-        # the knob turns about a horizontal axis: push one side of it down (sweep in +y then press)
         if prim.phase == "hover":
-            tgt = knob + np.array([0.0, -0.03, 0.06])
-            a, err, _ = self._move(priv, tgt, 0.0, GRIP_CLOSE)
-            if err < 0.01 or prim.t > 120:
-                self._goto(prim, "press")
+            tgt = np.array([knob[0], knob[1], top + 0.07])
+            a, err, rerr = self._move(priv, tgt, yaw0, GRIP_OPEN)
+            if (err < 0.012 and rerr < 0.08) or prim.t > 120:
+                self._goto(prim, "descend")
             return a
-        if prim.phase == "press":
-            tgt = knob + np.array([0.0, -0.03, -0.02])
-            a, err, _ = self._move(priv, tgt, 0.0, GRIP_CLOSE, max_speed=0.5)
-            if err < 0.01 or prim.t > 40:
-                self._goto(prim, "sweep")
+        if prim.phase == "descend":
+            tgt = np.array([knob[0], knob[1], top - 0.018])
+            a, err, _ = self._move(priv, tgt, yaw0, GRIP_OPEN, max_speed=0.4)
+            zs = m.setdefault("z_hist", [])
+            zs.append(eef[2])
+            if err < 0.006 or (len(zs) > 10 and abs(zs[-10] - eef[2]) < 0.002) or prim.t > 60:
+                self._goto(prim, "grab")
             return a
-        if prim.phase == "sweep":
-            tgt = knob + np.array([0.0, 0.04, -0.02])
-            a, err, _ = self._move(priv, tgt, 0.0, GRIP_CLOSE, max_speed=0.5)
+        if prim.phase == "grab":
+            a, _, _ = self._move(priv, eef, yaw0, GRIP_CLOSE)
+            a[:3] = 0
+            if prim.t >= 10:
+                self._goto(prim, "turn")
+            return a
+        if prim.phase == "turn":
+            tgt = np.array([knob[0], knob[1], eef[2]])
+            a, _, _ = self._move(priv, tgt, yaw0 + 1.2, GRIP_CLOSE, max_speed=0.3)
             state = g.env.inner.object_states_dict.get(fixture)
-            on = bool(state.turn_on()) if state is not None and hasattr(state, "turn_on") else False
-            if on or prim.t > 50:
+            on = bool(state.turn_on()) if state is not None and hasattr(state, "turn_on") else q > 0.6
+            if on or q > 0.9 or prim.t > 60:
+                self._goto(prim, "release")
+            return a
+        if prim.phase == "release":
+            a, _, _ = self._move(priv, eef, yaw0 + 1.2, GRIP_OPEN)
+            a[:3] = 0
+            if prim.t >= 8:
                 self._goto(prim, "up")
             return a
         if prim.phase == "up":
-            a, _, _ = self._move(priv, knob + np.array([0, 0, 0.12]), 0.0, GRIP_OPEN)
-            if prim.t > 15:
+            a, _, _ = self._move(priv, np.array([eef[0], eef[1], top + 0.1]), yaw0 + 1.2, GRIP_OPEN)
+            if prim.t > 12:
                 prim.done = True
             return a
         raise RuntimeError(f"expert: unknown knob phase {prim.phase!r}")
