@@ -116,9 +116,9 @@ def episodes_from_suite(suite: Suite) -> list[Episode]:
     """The suite's recorded demonstrations as a list of :class:`Episode` (accepts a list of episode dicts or
     objects, or an object with ``episodes()``)."""
     demos = suite.demonstrations()
-    if hasattr(demos, "episodes"):
-        demos = demos.episodes() if callable(demos.episodes) else demos.episodes
-    return [_as_episode(e) for e in demos]
+    if callable(getattr(demos, "episodes", None)):
+        demos = demos.episodes()
+    return [_as_episode(e) for e in demos]  # otherwise the object iterates over full episode dicts
 
 
 def data_hash(episodes: list[Episode]) -> str:

@@ -131,6 +131,16 @@ class DrivingDemos:
             raise ValueError(f"{mf}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
         self.episodes = [e for e in self.manifest["episodes"] if scenarios is None or e["scenario"] in scenarios]
 
+    def __iter__(self):
+        """Full episodes as dicts (the contract of ``Suite.demonstrations()``, as LIBERO's and SIMPLER's):
+        images {camera: (T,H,W,3)}, proprio, actions, instruction, commentary (per step), task."""
+        cam = (self.manifest.get("camera") or {}).get("name", "topdown")
+        for row in self.episodes:
+            with np.load(self.root / row["file"], allow_pickle=False) as z:
+                yield {"images": {cam: z["images"]}, "proprio": z["proprio"], "actions": z["actions"],
+                       "instruction": str(z["instruction"]), "commentary": [str(c) for c in z["commentary"]],
+                       "task": row.get("task", "")}
+
     def frames(self, chunk: int = 4):
         return DemoFrames(self, chunk)
 
