@@ -85,6 +85,7 @@ class ReferenceMethod(Method):
     name = "reference"
     config_cls = ReferenceConfig
     variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "flow": {"head": "flow"},
         "regression": {"head": "regression"},
         "discrete": {"head": "discrete"},
         "text": {"generate_text": True},
