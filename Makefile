@@ -49,7 +49,7 @@ $(STAMP): | $(VENV)/bin/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" $(TORCH_PIN)
 	@if [ -n "$(findstring libero,$(EXTRAS))" ]; then bash scripts/fix_opencv.sh $(BIN); fi
-	@if [ -n "$(findstring simpler,$(EXTRAS))" ]; then bash scripts/install_system_deps.sh; fi  # Vulkan (Mesa lavapipe) for SAPIEN
+	@if [ -n "$(findstring simpler,$(EXTRAS))" ]; then bash scripts/install_system_deps.sh && bash scripts/fix_opencv.sh $(BIN); fi  # Vulkan (Mesa lavapipe) for SAPIEN; headless cv2
 	@if [ -n "$(findstring libero,$(EXTRAS))" ]; then bash scripts/install_system_deps.sh libero || echo "warning: libosmesa6 not installed (only MUJOCO_GL=osmesa needs it; EGL is the default)" >&2; fi
 	@touch $@
 
