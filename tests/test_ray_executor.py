@@ -138,3 +138,18 @@ def test_resume_after_kill9_with_ray(tmp_path):
     assert len(ids) == len(set(ids)) == 24
     assert rd.read_metrics()["complete"] is True
     assert rd.read_run()["resumes"][-1]["executor"] == "ray"
+
+
+def test_actor_that_cannot_build_its_policy_fails_episodes_with_the_reason(tmp_path, ray_cluster):
+    from harness.executors.ray_executor import execute_ray
+
+    spec = RunSpec(method="mock", suite="mock-v1", profile="smoke", results=str(tmp_path), executor="ray",
+                   workers=2, overrides=(("no_such_field", 1),))  # the actors' build_policy raises ConfigError
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir(parents=True)
+    pending = make_suite("mock-v1").episodes("smoke")
+    execute_ray(spec, None, pending, rd, progress=False)
+    eps = rd.read_episodes()
+    assert [e["episode_id"] for e in eps] == [e.episode_id for e in pending]
+    assert all(not e["success"] and "could not start an episode worker" in e["error"]
+               and "no_such_field" in e["error"] for e in eps), eps[0]["error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -166,11 +167,16 @@ def _check_started(ray: Any, actors: dict[int, Any], timeout_error: type, actor_
 
 
 def _reason(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
+    """The useful line of a Ray error: the exception raised in the actor (e.g. ``ConfigError: ...``) when there
+    is one, else Ray's first line (e.g. ``The actor died unexpectedly ...``)."""
     cause = getattr(e, "cause", None)
     if cause is not None and not isinstance(cause, str):
         return f"{type(cause).__name__}: {cause}"[:500]
-    return (msg[0] if msg else type(e).__name__)[:500]
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit)\b", line):
+            return line[:500]
+    return (lines[0] if lines else type(e).__name__)[:500]
 
 
 def _replace_dead(ray: Any, wid: int, exc: BaseException, actors: dict, order: dict, inflight: dict, queue: list,

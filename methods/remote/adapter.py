@@ -14,7 +14,7 @@ class RemoteMethod(Method):
 
     def distill(self, teacher: Policy | None, data: DataSource, config: RemoteConfig) -> Policy:
         try:
-            from harness.server.client import RemotePolicy, parse_address, spawn_server
+            from harness.server.client import RemotePolicy, RemotePolicyError, parse_address, spawn_server
         except ImportError as e:
             raise ImportError(f"method remote needs the server extra: pip install -e '.[server]' ({e})") from e
         if config.max_message_mb <= 0:
@@ -34,5 +34,9 @@ class RemoteMethod(Method):
         policy = RemotePolicy(address, timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s,
                               max_message_bytes=int(config.max_message_mb * 2**20),
                               token=os.environ.get(config.token_env) or None, server_process=proc)
-        policy._connect()  # fail fast (before any episode) when the server is unreachable or incompatible
+        try:
+            policy._connect()  # fail fast (before any episode) when the server is unreachable or incompatible
+        except RemotePolicyError as e:
+            hint = "" if config.spawn else " — is `vla-bench serve` running there?"
+            raise ConfigError(f"RemoteConfig.address={address!r}: {e}{hint}") from None
         return policy
