@@ -1,7 +1,7 @@
 """Paired comparison of ActDistill runs with the teacher's run on the same episodes (same seeds), plus FLOPs
 ratio, speedup and router statistics, from the runner's own files (metrics.json, episodes.jsonl).
 
-    python -m methods.actdistill.compare --suite mock-v1 --teacher-results /tmp/ad_teacher \
+    python -m methods.actdistill.compare --suite mock-v1 --teacher-results results \
         --results results --out methods/actdistill/results/mock-v1
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from harness.stats import paired_difference, wilson
 
 
-def latest_run(root: Path, suite: str, method: str) -> Path | None:
-    runs = [p for p in (root / suite / method).glob("*") if (p / "metrics.json").exists()]
+def latest_run(root: Path, suite: str, method: str, profile: str = "full") -> Path | None:
+    runs = [p for p in (root / suite / method).glob(f"{profile}-*") if (p / "metrics.json").exists()]
     return max(runs, key=lambda p: (p / "metrics.json").stat().st_mtime) if runs else None
 
 
@@ -64,15 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default="results")
     ap.add_argument("--teacher-results", default=None, help="results root holding the teacher's run (same profile)")
     ap.add_argument("--teacher", default="reference")
+    ap.add_argument("--profile", default="full", help="pair runs of this profile only")
     ap.add_argument("--methods", default="actdistill,actdistill@static,actdistill@nograph,actdistill@budget0.3,"
                                         "actdistill@budget0.5,actdistill@budget0.7")
     ap.add_argument("--out", required=True, help="folder for summary.json and summary.md")
     a = ap.parse_args(argv)
     troot = Path(a.teacher_results or a.results)
-    teacher_run = latest_run(troot, a.suite, a.teacher)
+    teacher_run = latest_run(troot, a.suite, a.teacher, a.profile)
     rows = []
     for meth in a.methods.split(","):
-        run = latest_run(Path(a.results), a.suite, meth)
+        run = latest_run(Path(a.results), a.suite, meth, a.profile)
         if run is not None:
             rows.append(summarize(run, teacher_run))
     out = Path(a.out)
