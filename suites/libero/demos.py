@@ -279,9 +279,18 @@ class LiberoDemoDataset(_dataset_base()):  # type: ignore[misc]
 def load_demonstrations(suite: Any, root: Path | None = None) -> LiberoDemos:
     files = {}
     missing = []
+    import h5py
+
     for task in suite.tasks():
         path = demo_path(task.meta["suite"], task.name, root)
-        (files.__setitem__(task.name, path) if path.exists() else missing.append(task.name))
+        n = 0
+        if path.exists():
+            try:
+                with h5py.File(path, "r") as f:
+                    n = int(f["data"].attrs.get("num_demos", 0)) if "data" in f else 0
+            except OSError as e:  # an interrupted first write: report it, keep going
+                print(f"[libero demos] unreadable {path}: {e}", file=sys.stderr)
+        (files.__setitem__(task.name, path) if n > 0 else missing.append(task.name))
     if not files:
         raise FileNotFoundError(f"no LIBERO demonstrations for {suite.suite_id} under {Path(root or DEFAULT_ROOT)}; "
                                 f"run `make demos SUITE={suite.suite_id}`")
