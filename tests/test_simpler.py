@@ -13,10 +13,9 @@ import pytest
 
 pytest.importorskip("mani_skill")
 
-from harness.interfaces import EpisodeSpec  # noqa: E402
-from harness.plugins import make_suite  # noqa: E402
-from harness.runner import run, run_episode  # noqa: E402
-from harness.specs import RunSpec  # noqa: E402
+from harness.plugins import make_suite
+from harness.runner import run, run_episode
+from harness.specs import RunSpec
 
 pytestmark = [pytest.mark.simpler, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

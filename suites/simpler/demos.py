@@ -154,7 +154,7 @@ class DemoSet:
     def __iter__(self):
         return iter(self.episodes())
 
-    def dataset(self, split: str | None = "train") -> "SimplerDemoDataset":
+    def dataset(self, split: str | None = "train") -> SimplerDemoDataset:
         return SimplerDemoDataset(self.path, split)
 
 

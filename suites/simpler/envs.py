@@ -19,7 +19,6 @@ import gymnasium as gym
 import numpy as np
 
 from harness.interfaces import SuiteUnavailableError
-from harness.interfaces import SuiteUnavailableError
 
 # ----------------------------------------------------------------------------------------------------------
 # assets (no ManiSkill import needed: the paths are ManiSkill3 3.0.1's own, see mani_skill/utils/assets/data.py)
@@ -31,7 +30,7 @@ BRIDGE_ASSETS = {  # data source id -> path below $MS_ASSET_DIR/data
 DOWNLOAD_COMMAND = "python -m mani_skill.utils.download_asset bridge_v2_real2sim widowx250s"
 
 
-class MissingAssetsError(SuiteUnavailableError):  # noqa: N818 (harness contract)
+class MissingAssetsError(SuiteUnavailableError):
     """The Bridge digital twins' assets are not on this machine (nothing is downloaded at run time)."""
 
 
