@@ -410,7 +410,7 @@ class ReferenceVLA(nn.Module):
 
     def head_output(self, state: PrefixState, b: int, **kw: Any) -> torch.Tensor:
         """Regression: actions (B, chunk, A); discrete: logits (B, chunk, A, n_bins)."""
-        h = self.expert_pos[None].expand(b, -1, -1)
+        h = self.expert_pos[None].repeat(b, 1, 1)  # not a view: FlopCounterMode's module hooks reject param views
         out = self.action_out(self.run_expert(state, h, **kw))
         if self.cfg.head == "discrete":
             out = out.view(b, self.cfg.chunk, self.cfg.action_dim, self.cfg.n_bins)

@@ -61,13 +61,17 @@ def preset_for(suite_id: str) -> dict[str, Any]:
     raise SystemExit(f"no training preset for {suite_id!r} in {PRESETS}; known prefixes: {sorted(presets)}")
 
 
-def get_episodes(suite, cfg: TrainConfig, cache: Path, log) -> list:
+def _suite_episodes(suite, cache: Path, cfg: TrainConfig, log):
     try:
         eps = episodes_from_suite(suite)
         log(f"[teacher] {len(eps)} demonstration episodes from {suite.suite_id}.demonstrations()")
         return eps, "suite.demonstrations()"
     except (NotImplementedError, ImportError, FileNotFoundError) as e:
         log(f"[teacher] {suite.suite_id}.demonstrations() unavailable ({type(e).__name__}: {e})")
+        return None
+
+
+def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool):
     parts = sorted(cache.glob("demos_part*.npz"))
     if parts:
         eps = [e for p in parts for e in load_episodes(p)]
@@ -78,10 +82,35 @@ def get_episodes(suite, cfg: TrainConfig, cache: Path, log) -> list:
         eps = load_episodes(path)
         log(f"[teacher] {len(eps)} expert episodes from {path}")
         return eps, "expert roll-outs from training seeds (methods/reference/data.py)"
+    if not collect:
+        return None
     log(f"[teacher] {suite.suite_id} has no recorded demos: rolling out its expert from training seeds")
     eps = collect_expert_episodes(suite, cfg.demos_per_task, dart_noise=cfg.dart_noise)
     save_episodes(eps, path)
     return eps, "expert roll-outs from training seeds (methods/reference/data.py)"
+
+
+def get_episodes(suite, cfg: TrainConfig, cache: Path, log, source: str = "auto", want_hash: str | None = None):
+    """``source``: suite (Suite.demonstrations()), collected (roll-outs made here) or auto: the one a saved
+    training state was made from (``want_hash``), else the suite's demos, else roll-outs (collected if absent)."""
+    if source == "suite":
+        got = _suite_episodes(suite, cache, cfg, log)
+        if got is None:
+            raise SystemExit(f"{suite.suite_id} has no demonstrations; run `make demos SUITE={suite.suite_id}`")
+        return got
+    if source == "collected":
+        return _collected_episodes(suite, cache, cfg, log, collect=True)
+    first = None
+    for get in (lambda: _suite_episodes(suite, cache, cfg, log),
+                lambda: _collected_episodes(suite, cache, cfg, log, collect=False)):
+        got = get()
+        if got is None:
+            continue
+        if want_hash is None or data_hash(got[0]) == want_hash:
+            return got
+        log(f"[teacher] not the data of the saved state (hash {want_hash}); trying the next source")
+        first = first or got
+    return first or _collected_episodes(suite, cache, cfg, log, collect=True)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -174,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     ap.add_argument("--state-dir", default=None, help="default: .cache/reference/<suite>[@head]")
     ap.add_argument("--out", default=None, help="default: methods/reference/checkpoints/<suite>[@head]")
+    ap.add_argument("--demos", default="auto", choices=["auto", "suite", "collected"],
+                    help="data source (auto: the saved state's, else the suite's demos, else roll-outs made here)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="override a TrainConfig field")
     args = ap.parse_args(argv)
 
@@ -204,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    episodes, data_source = get_episodes(suite, cfg, ROOT / ".cache" / "reference" / suite.suite_id, log)
+    want = None
+    if not args.fresh and (state_dir / "state.json").exists():
+        want = json.loads((state_dir / "state.json").read_text()).get("data_hash")
+    episodes, data_source = get_episodes(suite, cfg, ROOT / ".cache" / "reference" / suite.suite_id, log,
+                                         args.demos, want)
     if not episodes:
         raise SystemExit(f"no demonstrations for {suite.suite_id}")
     dhash = data_hash(episodes)
