@@ -318,6 +318,7 @@ def run(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | No
     protocol_digest = file_digest(suite.protocol_path())
     run_id = spec.run_id(config.digest(), protocol_digest)
     rd = RunDir.for_run(spec.results, suite.suite_id, method.method_id, run_id)
+    built = build_policy(spec, suite=suite)  # before run.json: a failed build leaves no empty run folder
     started = provenance.now_iso()
     if rd.run_json.exists():
         run_json = rd.read_run()
@@ -341,7 +342,6 @@ def run(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | No
     log(f"[vla-bench] {method.method_id} on {suite.suite_id} ({spec.profile}): {len(all_eps)} episodes, "
         f"{len(done)} already done, {len(pending)} to run -> {rd.path}")
 
-    built = build_policy(spec, suite=suite)
     if pending:
         execute(spec, built, pending, rd, progress=progress)
 

@@ -78,7 +78,12 @@ def profile_run(spec: "RunSpec", built: "Built", log: Callable[[str], None] = pr
     teacher_id = built.teacher_id
     if teacher_id and teacher_id != built.method.method_id:
         try:
-            teacher = teacher or build_policy(spec, suite=built.suite, method_id=teacher_id)
+            from harness.specs import RunSpec
+
+            # the teacher as the suite defines it: never with the run's overrides or debug config
+            tspec = RunSpec(method=teacher_id, suite=spec.suite, device=spec.device, threads=spec.threads,
+                            cache_dir=spec.cache_dir)
+            teacher = teacher or build_policy(tspec, suite=built.suite)
             policies["teacher"] = teacher.policy
         except Exception as e:  # noqa: BLE001 — e.g. the teacher checkpoint is not trained yet
             log(f"[profile] teacher {teacher_id!r} unavailable, no vs_teacher: {type(e).__name__}: {e}")

@@ -48,7 +48,7 @@ def find_moments(trace: list[dict[str, Any]], outcome: str | None, hard_brake: f
 
 def explain_run(run_dir: Path, episodes: list[str] | None = None, limit: int = 5, max_moments: int = 5,
                 hard_brake: float = 3.0, explainer: str = "rt_vla@vision_language", log=print) -> Path:
-    from harness.runner import build_policy, run_episode
+    from harness.runner import build_policy, run_episode, set_threads
     from harness.specs import RunSpec
 
     rd = RunDir(Path(run_dir))
@@ -63,8 +63,14 @@ def explain_run(run_dir: Path, episodes: list[str] | None = None, limit: int = 5
     else:
         failed = [k for k, e in logged.items() if not e["success"]]
         chosen = (failed + [k for k, e in logged.items() if e["success"]])[:limit]
+    set_threads(spec.threads)  # the run's thread count: float reductions, hence trajectories, depend on it
     built = build_policy(spec)
-    explain = build_policy(RunSpec(method=explainer, suite=spec.suite, device=spec.device)).policy
+    # an RT-VLA run is explained by its own student (same config and artifact); any other run by the default one
+    same = spec.method.split("@")[0] == explainer.split("@")[0]
+    explain = build_policy(RunSpec(method=explainer, suite=spec.suite, device=spec.device,
+                                   debug=spec.debug if same else False,
+                                   overrides=tuple(kv for kv in spec.overrides if kv[0] != "generate_text") if same else (),
+                                   cache_dir=spec.cache_dir)).policy
     suite = built.suite
     specs = {e.episode_id: e for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
     out_path = rd.path / "explanations.jsonl"
