@@ -87,6 +87,22 @@ def test_losses_vanish_for_a_full_depth_copy(teacher):
     assert student.blocks[0].qkv.weight.grad is not None and teacher.blocks[0].qkv.weight.grad is None
 
 
+def test_regression_head_losses():
+    """The driving teacher uses the regression head: the same losses with L1 to the demonstrations."""
+    torch.manual_seed(1)
+    reg = ReferenceVLA(ModelConfig(**{**CFG, "head": "regression"})).eval()
+    cfg = ShallowPiConfig()
+    ls = distill_losses(build_student(reg, list(range(9))), reg, list(range(9)), batch(), cfg,
+                        torch.Generator().manual_seed(0), None)
+    assert ls["kd"].item() < 1e-10 and abs(ls["attn"].item()) < 1e-6
+    layers = kept_layers(9, 3, "uniform")
+    student = build_student(reg, layers)
+    ls = distill_losses(student, reg, layers, batch(), cfg, torch.Generator().manual_seed(0), None)
+    assert ls["kd"].item() > 0 and ls["attn"].item() > 0
+    ls["total"].backward()
+    assert student.expert[0].qkv.weight.grad is not None
+
+
 def test_variants():
     assert make_method("shallow_pi@keep9").config("mock-v1").keep_blocks == 9
     cfg = make_method("shallow_pi@keep4+fastv0.25").config("mock-v1")

@@ -102,19 +102,26 @@ def distill_losses(student: ReferenceVLA, teacher: ReferenceVLA, layers: list[in
     st_s = student.forward_prefix(student.embed_prefix(*emb))
     a = (b["actions"] - student.action_mean) / student.action_std
     n = a.shape[0]
-    noise = torch.randn(a.shape, generator=gen)
-    t = 0.001 + 0.999 * _beta15(torch.rand(n, generator=gen))
-    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * a
     w = weights if weights is not None else torch.ones(a.shape[-1])
     att_s: dict[int, torch.Tensor] = {}
     need = cfg.w_attn > 0
-    v_s = student.velocity(st_s, x_t, t, need_attn=need, attn_out=att_s if need else None)
-    out = {"fm": (((v_s - (noise - a)) ** 2) * w).mean()}
+    if student.cfg.head == "flow":
+        noise = torch.randn(a.shape, generator=gen)
+        t = 0.001 + 0.999 * _beta15(torch.rand(n, generator=gen))
+        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * a
+        v_s = student.velocity(st_s, x_t, t, need_attn=need, attn_out=att_s if need else None)
+        out = {"fm": (((v_s - (noise - a)) ** 2) * w).mean()}
+    else:  # regression head (driving's teacher): the head's L1 on the demonstrations, MSE to the teacher's output
+        v_s = student.head_output(st_s, n, need_attn=need, attn_out=att_s if need else None)
+        out = {"fm": ((v_s - a).abs() * w).mean()}
     if cfg.w_kd > 0 or need:
         with torch.no_grad():
             st_t = teacher.forward_prefix(teacher.embed_prefix(*emb))
             att_t: dict[int, torch.Tensor] = {}
-            v_t = teacher.velocity(st_t, x_t, t, need_attn=need, attn_out=att_t if need else None)
+            if student.cfg.head == "flow":
+                v_t = teacher.velocity(st_t, x_t, t, need_attn=need, attn_out=att_t if need else None)
+            else:
+                v_t = teacher.head_output(st_t, n, need_attn=need, attn_out=att_t if need else None)
         out["kd"] = (((v_s - v_t) ** 2) * w).mean()
         if need:
             out["attn"] = torch.stack([kl_attention(att_t[layers[j]], att_s[j]) for j in range(len(layers))]).mean()
@@ -162,8 +169,8 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     teacher: ReferenceVLA = teacher_policy.model
     tman = teacher_policy.manifest
-    if teacher.cfg.head != "flow":
-        raise ValueError(f"Shallow-pi distils flow-matching VLAs; the teacher's head is {teacher.cfg.head!r}")
+    if teacher.cfg.head not in ("flow", "regression"):
+        raise ValueError(f"Shallow-pi distils flow (or regression) action heads; the teacher's is {teacher.cfg.head!r}")
     key, ident = artifact_key(tman, cfg)
     folder = Path(cache_dir) / f"{suite.suite_id}-{key}"
     if (folder / ckpt.MANIFEST).exists() and ckpt.read_manifest(folder).get("train", {}).get("complete"):
