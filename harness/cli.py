@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.interfaces import PROFILES, ConfigError
+from harness.interfaces import PROFILES, ConfigError, SuiteUnavailableError
 from harness.registry import UnknownNameError
 
 EXIT_USAGE = 2
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (UnknownNameError, ConfigError) as e:
+    except (UnknownNameError, ConfigError, SuiteUnavailableError) as e:
         print(f"vla-bench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

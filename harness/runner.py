@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.interfaces import ActionChunk, ConfigError, DataSource, EpisodeResult, EpisodeSpec, Method, Policy, Suite
+from harness.interfaces import ActionChunk, ConfigError, SuiteUnavailableError, DataSource, EpisodeResult, EpisodeSpec, Method, Policy, Suite
 from harness.plugins import make_method, make_suite
 from harness.results import provenance
 from harness.results.store import RunDir
@@ -220,6 +220,8 @@ class EpisodeWorker:
     def run(self, ep: EpisodeSpec) -> EpisodeResult:
         try:
             env = self._env(ep)
+        except SuiteUnavailableError:
+            raise  # nothing can run here (e.g. assets absent): stop the run instead of failing every episode
         except Exception as e:  # noqa: BLE001 — a broken env fails the episode, the run goes on
             return EpisodeResult(ep.episode_id, ep.task.name, ep.trial, ep.seed, False, 0,
                                  error=_short_error("suite.make_env", e), instruction=ep.task.instruction,

@@ -133,3 +133,17 @@ def test_resume_after_kill9(tmp_path):
     assert len(ids) == len(set(ids)) == 24
     assert rd.read_metrics()["complete"] is True
     assert "resumes" in rd.read_run()
+
+
+def test_unavailable_suite_stops_the_run(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.interfaces import SuiteUnavailableError
+    from suites._mock.suite import MockSuite
+
+    def unavailable(self, task, **kw):
+        raise SuiteUnavailableError("assets absent: copy them to MS_ASSET_DIR")
+
+    monkeypatch.setattr(MockSuite, "make_env", unavailable)
+    rc = main(["bench", "--method", "expert", "--suite", "mock-v1", "--results", str(tmp_path), "--quiet"])
+    assert rc == 2 and "MS_ASSET_DIR" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/*/*/episodes.jsonl"))  # no run of n failed episodes was written

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from harness.interfaces import EpisodeResult
+from harness.interfaces import EpisodeResult, SuiteUnavailableError
 
 if TYPE_CHECKING:
     from harness.interfaces import EpisodeSpec
@@ -118,6 +118,8 @@ def _execute_pool(spec: "RunSpec", pending: list["EpisodeSpec"], rd: "RunDir", b
                         else:
                             queue.append(ep)
                             continue
+                    except SuiteUnavailableError:
+                        raise
                     except Exception as e:  # noqa: BLE001 — e.g. the worker failed to build its policy
                         result = _died(ep, f"worker error: {type(e).__name__}: {e}")
                     rd.append_episode(result.to_dict())
