@@ -6,9 +6,9 @@ import pytest
 pytest.importorskip("libero")
 pytest.importorskip("robosuite")
 
-from harness.interfaces import EpisodeSpec  # noqa: E402
-from harness.plugins import make_suite  # noqa: E402
-from harness.runner import run_episode  # noqa: E402
+from harness.interfaces import EpisodeSpec
+from harness.plugins import make_suite
+from harness.runner import run_episode
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
 

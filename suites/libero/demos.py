@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def record_task(suite: Any, task: Any, n_demos: int, *, root: Path | None = None
                 data.attrs["image_orientation"] = "upright (img[::-1, ::-1] of robosuite's OpenGL frame)"
                 data.attrs["image_size"] = image_size
                 data.attrs["cameras"] = json.dumps({"agentview_rgb": "agentview", "eye_in_hand_rgb": "robot0_eye_in_hand"})
-                data.attrs["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                data.attrs["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
                 data.attrs["git_commit"] = _git_commit() or ""
                 data.attrs["protocol_digest"] = file_digest(suite.protocol_path())
                 data.attrs["placement_seed_base"] = base
@@ -209,7 +209,7 @@ class LiberoDemos:
     def __len__(self) -> int:
         return sum(v["num_demos"] for v in self.info().values())
 
-    def dataset(self, chunk: int = 8) -> "LiberoDemoDataset":
+    def dataset(self, chunk: int = 8) -> LiberoDemoDataset:
         return LiberoDemoDataset(self.files, chunk)
 
 

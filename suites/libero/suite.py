@@ -79,7 +79,7 @@ def ensure_libero_config() -> None:
                                    "assets": str(pkg / "assets")}))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _benchmark(name: str) -> Any:
     if name not in ALL_SUITES:
         raise ValueError(f"unknown LIBERO suite {name!r}; expected one of {ALL_SUITES}")
