@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_ms_p50": (metrics.get("cpu_ms") or {}).get("p50"), "threads": metrics.get("threads"),
         "weights_sha256": weights, "train_step": manifest.get("train", {}).get("step"),
     }
-    evals = [e for e in (manifest.get("evaluation") or []) if e.get("run_id") != entry["run_id"]
-             or e.get("suite") != entry["suite"]]
+    # the run id does not depend on the weights: an entry is replaced only for the same run AND weights
+    key = (entry["run_id"], entry["suite"], entry["weights_sha256"])
+    evals = [e for e in (manifest.get("evaluation") or [])
+             if (e.get("run_id"), e.get("suite"), e.get("weights_sha256")) != key]
     manifest["evaluation"] = evals + [entry]
     (folder / ckpt.MANIFEST).write_text(json.dumps(manifest, indent=1))
     print(f"recorded {entry['suite']} {entry['profile']}: {entry['successes']}/{entry['n_episodes']} "
