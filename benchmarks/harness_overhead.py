@@ -62,7 +62,7 @@ def runner_loop(spec, built, episodes) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--infer-ms", type=float, default=5.0)
+    ap.add_argument("--infer-ms", type=float, default=20.0)  # ~ one reference-teacher call
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--spin-ms", type=float, default=40.0)
     ap.add_argument("--profile", default="quick")
