@@ -164,12 +164,14 @@ def test_bridge_missing_assets_error_names_command_and_folder(no_assets):
     assert "bridge_v2_real2sim" in msg and "widowx250s" in msg
 
 
-def test_bridge_run_fails_each_episode_with_the_message(no_assets, tmp_path):
-    rd = run(RunSpec(method="expert", suite="simpler_bridge-v1", profile="smoke", results=str(tmp_path / "r"),
-                     limit=2, skip_profile=True, cache_dir=str(tmp_path / "cache")), progress=False, log=lambda s: None)
-    eps = rd.read_episodes()
-    assert len(eps) == 2 and all(not e["success"] for e in eps)
-    assert all("MissingAssetsError" in e["error"] and "download_asset" in e["error"] for e in eps), eps
+def test_bridge_run_stops_with_the_message(no_assets, tmp_path):
+    """Without assets nothing can run: the run stops with the download recipe (CLI exit 2), writing no episodes."""
+    from harness.interfaces import SuiteUnavailableError
+
+    with pytest.raises(SuiteUnavailableError, match="download_asset"):
+        run(RunSpec(method="expert", suite="simpler_bridge-v1", profile="smoke", results=str(tmp_path / "r"),
+                    limit=2, skip_profile=True, cache_dir=str(tmp_path / "cache")), progress=False, log=lambda s: None)
+    assert not list((tmp_path / "r").glob("*/*/*/episodes.jsonl"))
 
 
 _NO_NETWORK = textwrap.dedent("""
