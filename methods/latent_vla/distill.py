@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -209,18 +208,5 @@ class _RecordingBatcher:
         return Recording(*args, **kw)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from harness.runner import build_policy
-    from harness.specs import RunSpec
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--suite", required=True)
-    ap.add_argument("--debug", action="store_true")
-    a = ap.parse_args(argv)
-    built = build_policy(RunSpec(method="latent_vla", suite=a.suite, debug=a.debug))
-    print(f"student ready: {built.policy.folder}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(rt.cli("latent_vla", doc=__doc__))

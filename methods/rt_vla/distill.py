@@ -284,18 +284,19 @@ def load(folder: Path) -> tuple[CompactStudent, dict[str, Any]]:
     return student.eval(), manifest
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(method: str, argv: list[str] | None = None, doc: str = __doc__) -> int:
+    """Distil (or find the cached artifact of) ``method`` for a suite: what `make bench` would do first."""
     from harness.runner import build_policy
     from harness.specs import RunSpec
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--suite", required=True)
     ap.add_argument("--debug", action="store_true")
     a = ap.parse_args(argv)
-    built = build_policy(RunSpec(method="rt_vla", suite=a.suite, debug=a.debug))
+    built = build_policy(RunSpec(method=method, suite=a.suite, debug=a.debug))
     print(f"student ready: {built.policy.folder}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli("rt_vla"))
