@@ -290,6 +290,24 @@ def aggregate_method_stats(episodes: list[dict]) -> dict[str, Any]:
     return {"overall": mean_of(rows), "per_task": {t: mean_of(rs) for t, rs in sorted(per_task.items())}}
 
 
+def weights_digest(policy: Policy) -> str | None:
+    """SHA-256 (12 hex) over the inference modules' parameters and buffers; None for policies without modules."""
+    import hashlib
+
+    import torch
+
+    modules = policy.modules()
+    if not modules:
+        return None
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            raw = t.detach().cpu().contiguous().reshape(-1)
+            h.update(raw.view(torch.uint8).numpy().tobytes())  # any dtype (bf16 included), byte for byte
+    return h.hexdigest()[:12]
+
+
 def banner(spec: RunSpec) -> str | None:
     if spec.reportable:
         return None
@@ -318,9 +336,12 @@ def run(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | No
     method = make_method(spec.method)
     config = method.config(suite.suite_id, debug=spec.debug, overrides=dict(spec.overrides))
     protocol_digest = file_digest(suite.protocol_path())
-    run_id = spec.run_id(config.digest(), protocol_digest)
-    rd = RunDir.for_run(spec.results, suite.suite_id, method.method_id, run_id)
     built = build_policy(spec, suite=suite)  # before run.json: a failed build leaves no empty run folder
+    weights = weights_digest(built.policy)
+    # the weights that run (student and any wrapped teacher) are part of the run's identity: a retrained
+    # teacher or a re-distilled student starts a new run instead of resuming the old one's episodes
+    run_id = spec.run_id(config.digest() + (f"-w{weights}" if weights else ""), protocol_digest)
+    rd = RunDir.for_run(spec.results, suite.suite_id, method.method_id, run_id)
     started = provenance.now_iso()
     if rd.run_json.exists():
         run_json = rd.read_run()
@@ -329,7 +350,7 @@ def run(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | No
     else:
         run_json = {
             "schema_version": 1, "run_id": run_id, "spec": spec.to_dict(), "started_at": started,
-            "method_config": config.to_dict(), "reportable": spec.reportable,
+            "method_config": config.to_dict(), "reportable": spec.reportable, "weights_sha256_12": weights,
             "provenance": provenance.collect(config.digest(), spec.threads,
                                              {"suite": suite.provenance(), "protocol_digest": protocol_digest}),
         }
