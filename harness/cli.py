@@ -53,6 +53,8 @@ def cmd_list(a: argparse.Namespace) -> int:
             variants = e.meta.get("variants")
             extra = f"  [variants: {', '.join(variants)}]" if variants else ""
             print(f"  {e.name:<28} {e.description}{extra}")
+        for name, target in sorted(reg.aliases().items()):
+            print(f"  {name:<28} = {target}")
     return 0
 
 

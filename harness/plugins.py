@@ -47,6 +47,18 @@ def register_suite(suite_id: str, entry_point: str, description: str, *, kwargs:
     SUITES.register(suite_id, entry_point, description, kwargs=kwargs, **meta)
 
 
+def alias_method(name: str, target: str) -> None:
+    """Another name for a registered method (``teacher`` -> ``reference``); runs are filed under the target."""
+    METHODS.alias(name, target)
+
+
+def canonical_method_id(method_id: str) -> str:
+    """``"teacher@regression"`` -> ``"reference@regression"`` (aliases resolved; variants kept)."""
+    name, variant = split_method_id(method_id)
+    name = METHODS.canonical(name)
+    return name if variant is None else f"{name}@{variant}"
+
+
 def split_method_id(method_id: str) -> tuple[str, str | None]:
     """``"fastv@keep0.5"`` -> ``("fastv", "keep0.5")``."""
     name, sep, variant = method_id.partition("@")

@@ -59,6 +59,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, discover: Callable[[], None] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
         self._discover = discover
         self._discovered = discover is None
 
@@ -68,6 +69,21 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice "
                              f"({self._entries[name].entry_point} and {entry_point})")
         self._entries[name] = Entry(name, entry_point, description, dict(kwargs or {}), meta)
+
+    def alias(self, name: str, target: str) -> None:
+        """Make ``name`` another name of the registered ``target`` (results are filed under the target)."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} alias {name!r} clashes with a registered {self.kind}")
+        self._aliases[name] = target
+
+    def canonical(self, name: str) -> str:
+        """The registered name behind ``name`` (itself unless it is an alias)."""
+        self._ensure()
+        return self._aliases.get(name, name)
+
+    def aliases(self) -> dict[str, str]:
+        self._ensure()
+        return dict(self._aliases)
 
     def _ensure(self) -> None:
         if not self._discovered:
@@ -82,16 +98,16 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry[T]:
         self._ensure()
         try:
-            return self._entries[name]
+            return self._entries[self._aliases.get(name, name)]
         except KeyError:
-            raise UnknownNameError(self.kind, name, list(self._entries)) from None
+            raise UnknownNameError(self.kind, name, list(self._entries) + list(self._aliases)) from None
 
     def make(self, name: str, **overrides: Any) -> T:
         return self.entry(name).make(**overrides)
 
     def __contains__(self, name: str) -> bool:
         self._ensure()
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[Entry[T]]:
         self._ensure()

@@ -33,6 +33,10 @@ class RunSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            from harness.plugins import canonical_method_id  # aliases (`teacher` -> `reference`) resolved here
+
+            object.__setattr__(self, "method", canonical_method_id(self.method))
         if self.profile not in PROFILES:
             from harness.registry import UnknownNameError
 

@@ -156,3 +156,11 @@ def test_training_runs_and_resumes(tmp_path):
     curve = json.loads((tmp_path / "ckpt" / "curve.json").read_text())
     assert [v["step"] for v in curve["val"]] == [2, 4]
     ckpt.load(tmp_path / "ckpt")
+    # warm start: a new run (own state dir) copies the finished run's weights, and the manifest says so
+    warm = [a if a != str(tmp_path / "state") else str(tmp_path / "state2") for a in common]
+    warm = [a if a != str(tmp_path / "ckpt") else str(tmp_path / "ckpt2") for a in warm]
+    assert train.main(warm + ["--steps", "2", "--init", str(tmp_path / "ckpt")]) == 0
+    init = ckpt.read_manifest(tmp_path / "ckpt2")["train"]["init_from"]
+    assert init["step"] == 4 and init["tensors_copied"] > 10 and init["kept_fresh"] == []
+    with pytest.raises(SystemExit, match="neither a training state"):
+        train.main(warm + ["--fresh", "--steps", "2", "--init", str(tmp_path / "nowhere")])

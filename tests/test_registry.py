@@ -72,3 +72,20 @@ def test_cli_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mock-v1" in out and "expert" in out
+
+
+def test_alias_resolves_to_target_and_runs_are_filed_under_it():
+    from harness.plugins import canonical_method_id, make_method
+    from harness.specs import RunSpec
+
+    reg: Registry = Registry("thing")
+    reg.register("real", "builtins:dict", "a real entry")
+    reg.alias("nick", "real")
+    assert "nick" in reg and reg.canonical("nick") == "real" and reg.entry("nick").name == "real"
+    assert "nick" not in reg.names()  # aliases are not listed as entries of their own
+    with pytest.raises(ValueError, match="clashes"):
+        reg.alias("real", "real")
+    # the project's alias: `teacher` is the reference VLA, and its runs live under results/<suite>/reference
+    assert canonical_method_id("teacher@regression") == "reference@regression"
+    assert type(make_method("teacher")).__name__ == "ReferenceMethod"
+    assert RunSpec(method="teacher", suite="driving").method == "reference"

@@ -40,11 +40,12 @@ def _shrink(img: np.ndarray, size: int | None) -> np.ndarray:
 
 def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 0.0, max_tries: int = 3,
                             progress: bool = True, tasks: list | None = None,
-                            store_size: int | None = None) -> list[Episode]:
+                            store_size: int | None = None, start: int = 0) -> list[Episode]:
     """Roll out the suite's privileged expert from training seeds; keep successful episodes.
 
     Observations are recorded without ``privileged``; the label is the expert's clean action; the executed
-    action gets N(0, dart_noise) (DART) so the demos contain small recoveries.
+    action gets N(0, dart_noise) (DART) so the demos contain small recoveries. ``start`` offsets the training-seed
+    index, so a later collection adds new seeds instead of repeating ``0 .. per_task * max_tries``.
     """
     from tqdm import tqdm
 
@@ -54,8 +55,8 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
     bar = tqdm(total=per_task * len(tasks if tasks is not None else suite.tasks()), desc=f"demos {suite.suite_id}", disable=not progress)
     for task in tasks if tasks is not None else suite.tasks():
         env = suite.make_env(task, privileged=True)
-        got, i = 0, 0
-        while got < per_task and i < per_task * max_tries:
+        got, i = 0, start
+        while got < per_task and i < start + per_task * max_tries:
             seed = train_seed(suite.suite_id, task.name, i)
             i += 1
             if seed in eval_seeds:
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="", help="task index range a-b (inclusive); default all")
     ap.add_argument("--dart", type=float, default=0.0)
     ap.add_argument("--size", type=int, default=0, help="store images at this size (integer downsampling)")
+    ap.add_argument("--start", type=int, default=0, help="first training-seed index (add seeds to an earlier part)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     suite = make_suite(args.suite)
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = (int(x) for x in args.tasks.split("-"))
         tasks = tasks[a:b + 1]
     eps = collect_expert_episodes(suite, args.per_task, dart_noise=args.dart, tasks=tasks,
-                                  store_size=args.size or None)
+                                  store_size=args.size or None, start=args.start)
     save_episodes(eps, Path(args.out))
     print(f"{len(eps)} episodes, {sum(len(e.actions) for e in eps)} frames -> {args.out}")
     return 0

@@ -192,6 +192,29 @@ def evaluate(model: ReferenceVLA, batcher: Batcher, cfg: TrainConfig, n: int = 2
     return {k: float(np.mean(v)) for k, v in res.items() if v}
 
 
+def _warm_start(model: ReferenceVLA, src: Path, log) -> dict[str, Any]:
+    """Copy weights (and normalisation buffers) from a training state dir or an exported checkpoint folder."""
+    from safetensors.torch import load_file
+
+    if (src / "state.safetensors").exists():
+        tensors = {k[len("model/"):]: v for k, v in load_file(str(src / "state.safetensors")).items()
+                   if k.startswith("model/")}
+        step = json.loads((src / "state.json").read_text()).get("step")
+    elif (src / ckpt.MANIFEST).exists():
+        loaded, _, _, man = ckpt.load(src)  # verifies the sha256
+        tensors, step = loaded.state_dict(), man.get("train", {}).get("step")
+    else:
+        raise SystemExit(f"--init {src}: neither a training state (state.safetensors) nor a checkpoint (manifest.json)")
+    own = model.state_dict()
+    take = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in own if k not in take)
+    model.load_state_dict(take, strict=False)
+    log(f"[teacher] warm start from {src} (step {step}): {len(take)} tensors copied, {len(skipped)} kept fresh "
+        f"{skipped[:6]}")
+    return {"path": str(src.relative_to(ROOT) if src.is_absolute() and src.is_relative_to(ROOT) else src),
+            "step": step, "tensors_copied": len(take), "kept_fresh": skipped}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True)
@@ -206,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", default="auto", choices=["auto", "suite", "collected"],
                     help="data source (auto: the saved state's, else the suite's demos, else roll-outs made here)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="override a TrainConfig field")
+    ap.add_argument("--init", default=None, metavar="DIR",
+                    help="start a new run from the weights of a training state dir or checkpoint folder (warm start; "
+                         "tensors whose shape differs keep their fresh init); ignored when resuming")
     args = ap.parse_args(argv)
 
     def log(s: str) -> None:
@@ -287,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         step, wall_before = int(meta["step"]), float(meta.get("wall_s", 0.0))
         curve = json.loads((state_dir / "curve.json").read_text()) if (state_dir / "curve.json").exists() else curve
         log(f"[teacher] resumed from {state_dir} at step {step}")
+        init_from = meta.get("init_from")
+    else:
+        init_from = _warm_start(model, Path(args.init), log) if args.init else None
     train_b = Batcher(demos, tok, lang_tok, mcfg, train_idx)
     val_b = Batcher(demos, tok, lang_tok, mcfg, val_idx)
     n_params = sum(p.numel() for p in model.parameters())
@@ -296,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     def save(final: bool = False) -> None:
         wall = wall_before + (time.time() - t_start)
         meta = {"step": step, "data_hash": dhash, "model_config": mcfg.to_dict(), "train_config": asdict(cfg),
-                "wall_s": wall}
+                "wall_s": wall, "init_from": init_from}
         ckpt.save_state(state_dir, model, opt, meta)
         (state_dir / "curve.json").write_text(json.dumps(curve))
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": {"hash": dhash, "episodes": n_ep, "frames": demos.n, "val_episodes": sorted(val_eps),
                      "source": data_source},
             "train": {"step": step, "steps": cfg.steps, "complete": step >= cfg.steps, "wall_s": round(wall, 1),
-                      "threads": args.threads, "config": asdict(cfg),
+                      "threads": args.threads, "config": asdict(cfg), "init_from": init_from,
                       "last_val": curve["val"][-1] if curve["val"] else None},
             # evaluation results are recorded by `python -m methods.reference.record_eval` after `make bench`
             "evaluation": previous.get("evaluation") if previous.get("data", {}).get("hash") == dhash else None,
