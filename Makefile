@@ -11,6 +11,7 @@ WORKERS ?= 1
 EXECUTOR ?= local
 DEVICE ?= cpu
 THREADS ?= 1
+TEACHER ?=
 OUT ?= reports/site
 BASELINE ?= results
 CANDIDATE ?= results
@@ -29,7 +30,7 @@ space := $(empty) $(empty)
 run_extras = $(strip $(call suite_extra,$(SUITE)) $(if $(filter ray,$(EXECUTOR)),ray) $(if $(filter remote%,$(METHOD)),server))
 EXTRAS ?= $(subst $(space),$(comma),$(run_extras))
 # Extras the test suite exercises (simulator tests skip cleanly when an extra is missing).
-TEST_EXTRAS ?= driving,libero,server,ray,simpler
+TEST_EXTRAS ?= driving,libero,server,ray,simpler,openvla,smolvla
 comma := ,
 STAMP = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(subst $(comma),_,$(or $(EXTRAS),core))
 
@@ -60,11 +61,12 @@ list: setup
 
 bench: setup
 	$(BIN)/vla-bench bench --method $(METHOD) --suite $(SUITE) --profile $(PROFILE) --results $(RESULTS) \
-	  --workers $(WORKERS) --executor $(EXECUTOR) --device $(DEVICE) --threads $(THREADS) $(ARGS)
+	  --workers $(WORKERS) --executor $(EXECUTOR) --device $(DEVICE) --threads $(THREADS) \
+	  $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
 
 profile: setup
 	$(BIN)/vla-bench profile --method $(METHOD) --suite $(SUITE) --results $(RESULTS) --device $(DEVICE) \
-	  --threads $(THREADS) $(ARGS)
+	  --threads $(THREADS) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
 
 report: setup
 	$(BIN)/vla-bench report --results $(RESULTS) --out $(OUT) $(ARGS)

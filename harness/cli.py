@@ -41,7 +41,7 @@ def _spec_from_args(a: argparse.Namespace):
     return RunSpec(method=a.method, suite=a.suite, profile=a.profile, results=a.results, workers=a.workers,
                    executor=a.executor, device=a.device, threads=a.threads, debug=a.debug,
                    overrides=_parse_overrides(a.set), limit=a.limit, profile_calls=a.profile_calls,
-                   skip_profile=a.no_profile, episode_timeout_s=a.episode_timeout)
+                   skip_profile=a.no_profile, episode_timeout_s=a.episode_timeout, teacher=a.teacher or None)
 
 
 def cmd_list(a: argparse.Namespace) -> int:
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=hlp)
         s.add_argument("--method", "-m", default=os.environ.get("METHOD", "mock"))
         s.add_argument("--suite", "-s", default=os.environ.get("SUITE", "mock-v1"))
+        s.add_argument("--teacher", default=None,
+                       help="method id used as the teacher instead of the suite's (e.g. openvla, smolvla@tiny)")
         s.add_argument("--profile", "-p", default="smoke", choices=None, help=f"one of {', '.join(PROFILES)}")
         s.add_argument("--results", "-r", default="results")
         s.add_argument("--workers", "-w", type=int, default=1)

@@ -66,6 +66,9 @@ def build_policy(spec: RunSpec, suite: Suite | None = None, method_id: str | Non
     config = method.config(suite.suite_id, debug=spec.debug, overrides=dict(spec.overrides))
     teacher = None
     teacher_id = suite.teacher
+    if spec.teacher:  # TEACHER=... replaces the suite's teacher (validated: unknown names exit 2 with a suggestion)
+        make_method(spec.teacher)
+        teacher_id = spec.teacher
     if method.needs_teacher:
         if teacher_id is None:
             raise ConfigError(f"method {method.name!r} needs a teacher, and suite {suite.suite_id!r} has none")

@@ -30,6 +30,7 @@ class RunSpec:
     profile_calls: int = 100  # timed infer calls for latency (>= 100 for reported figures)
     skip_profile: bool = False
     cache_dir: str = ".cache"
+    teacher: str | None = None  # method id replacing the suite's teacher (e.g. "openvla"); part of the run identity
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +38,10 @@ class RunSpec:
             from harness.plugins import canonical_method_id  # aliases (`teacher` -> `reference`) resolved here
 
             object.__setattr__(self, "method", canonical_method_id(self.method))
+        if self.teacher is not None:
+            from harness.plugins import canonical_method_id
+
+            object.__setattr__(self, "teacher", canonical_method_id(self.teacher) if self.teacher else None)
         if self.profile not in PROFILES:
             from harness.registry import UnknownNameError
 
@@ -56,9 +61,12 @@ class RunSpec:
 
     def identity(self, method_config_digest: str, protocol_digest: str) -> dict[str, Any]:
         """What decides the outcomes — and so the run id. Workers, executor and results path do not."""
-        return {"method": self.method, "suite": self.suite, "profile": self.profile, "device": self.device,
-                "debug": self.debug, "limit": self.limit, "method_config": method_config_digest,
-                "protocol": protocol_digest}
+        ident = {"method": self.method, "suite": self.suite, "profile": self.profile, "device": self.device,
+                 "debug": self.debug, "limit": self.limit, "method_config": method_config_digest,
+                 "protocol": protocol_digest}
+        if self.teacher:  # only when overridden: run ids of runs with the suite's own teacher are unchanged
+            ident["teacher"] = self.teacher
+        return ident
 
     def run_id(self, method_config_digest: str, protocol_digest: str) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(method_config_digest, protocol_digest),
