@@ -2,6 +2,7 @@
 anatomy (spans, skipping with exact FLOP accounting, pruning, attention maps, KV reuse), token pruning on top,
 determinism, save/load round trips through the real loaders, OpenVLA's action de-tokenisation, and the harness's
 teacher override (RunSpec.teacher / --teacher / TEACHER=)."""
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,27 @@ def openvla():
 
 @pytest.fixture(scope="module")
 def smolvla():
-    model = build_smolvla(cameras=["top"], image_hw=(32, 32), state_dim=2, action_dim=2, texts=TEXTS, seed=0,
-                          vlm_layers=4, chunk=4, n_action_steps=2, num_steps=2)
+    model = build_smolvla(
+        cameras=["top"],
+        image_hw=(32, 32),
+        state_dim=2,
+        action_dim=2,
+        texts=TEXTS,
+        seed=0,
+        vlm_layers=4,
+        chunk=4,
+        n_action_steps=2,
+        num_steps=2,
+    )
     g = torch.Generator().manual_seed(5)  # non-trivial normalisation statistics (they must survive a round trip)
-    model.set_stats({"observation.state.mean": torch.randn(2, generator=g), "observation.state.std": torch.rand(2) + .5,
-                     "action.mean": torch.randn(2, generator=g), "action.std": torch.rand(2, generator=g) + 0.5})
+    model.set_stats(
+        {
+            "observation.state.mean": torch.randn(2, generator=g),
+            "observation.state.std": torch.rand(2) + 0.5,
+            "action.mean": torch.randn(2, generator=g),
+            "action.std": torch.rand(2, generator=g) + 0.5,
+        }
+    )
     return SmolVLAPolicy(model, SmolVLAConfig(tiny=True), n_execute=2, cameras=("top",))
 
 
@@ -88,7 +105,7 @@ def test_spans_cover_the_prefix(policy):
         assert int(policy.text_ids(TEXTS[0])[0, -1]) == m.empty_token_id  # "▁" appended as at training time
     else:  # SmolVLA: images, language, one state token
         assert outside == [] and sp.vision == {"top": (0, 16)} and sp.proprio == (n - 1, n)
-    (s, e), = sp.vision.values()
+    ((s, e),) = sp.vision.values()
     assert round((e - s) ** 0.5) ** 2 == e - s  # square patch grid (VLA-Cache's per-cell similarity)
 
 
@@ -158,7 +175,7 @@ def test_kv_reuse_is_exact_for_unchanged_tokens_and_vla_cache_runs(policy):
     a_full, st = forward(policy)
     cache = st.cache()
     reuse = torch.zeros(st.n_tokens, dtype=torch.bool)
-    reuse[st.spans.vision["top"][0]: st.spans.vision["top"][0] + 6] = True  # the same frame: exact
+    reuse[st.spans.vision["top"][0] : st.spans.vision["top"][0] + 6] = True  # the same frame: exact
     a_reused, st2 = forward(policy, reuse=cache, reuse_mask=reuse)
     torch.testing.assert_close(a_reused, a_full, rtol=1e-4, atol=1e-5)
     assert st2.n_tokens == st.n_tokens - 6
@@ -189,7 +206,10 @@ def test_openvla_round_trip_in_checkpoint_layout(openvla, tmp_path):
 
     keys = set(load_file(str(tmp_path / "ov" / "model.safetensors")))
     assert "vision_backbone.featurizer.blocks.0.attn.qkv.weight" in keys  # timm layout, as openvla/openvla-7b
-    assert "vision_backbone.featurizer.blocks.0.ls1.scale_factor" in keys and "vision_backbone.featurizer.reg_token" in keys
+    assert (
+        "vision_backbone.featurizer.blocks.0.ls1.scale_factor" in keys
+        and "vision_backbone.featurizer.reg_token" in keys
+    )
     assert "vision_backbone.fused_featurizer.pos_embed" in keys and "projector.fc3.weight" in keys
     assert "language_model.model.layers.0.self_attn.q_proj.weight" in keys and "language_model.lm_head.weight" in keys
     assert not any(".vit." in k for k in keys)
@@ -205,7 +225,8 @@ def test_openvla_round_trip_in_checkpoint_layout(openvla, tmp_path):
         save_file({k: sd[k].contiguous() for k in ks}, str(tmp_path / "ov" / f))
     (tmp_path / "ov" / "model.safetensors").unlink()
     (tmp_path / "ov" / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {k: f for f, ks in shards.items() for k in ks}}))
+        json.dumps({"weight_map": {k: f for f, ks in shards.items() for k in ks}})
+    )
     m2 = load_openvla(tmp_path / "ov", camera="top")
     pol2 = OpenVLAPolicy(m2, openvla.cfg, n_execute=1, cameras=("top",))
     a1, st1 = forward(openvla)
@@ -244,7 +265,9 @@ def test_smolvla_round_trip_lerobot_layout(smolvla, tmp_path):
 
     keys = set(load_file(str(tmp_path / "sv" / "model.safetensors")))
     assert "model.vlm_with_expert.vlm.model.text_model.layers.0.self_attn.q_proj.weight" in keys  # LeRobot's names
-    assert "model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight" in keys and "model.state_proj.weight" in keys
+    assert (
+        "model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight" in keys and "model.state_proj.weight" in keys
+    )
     m2 = load_smolvla(tmp_path / "sv", cameras=["top"])
     torch.testing.assert_close(m2.action_std, m.action_std)
     pol2 = SmolVLAPolicy(m2, smolvla.cfg, n_execute=2, cameras=("top",))
@@ -274,7 +297,9 @@ def test_flow_and_token_losses_train_through_the_anatomy(policy):
         loss = m.action_loss(st, torch.zeros(1, chunk, 2), generator=torch.Generator().manual_seed(0))
         loss.backward()
         grads = [p.grad for p in m.layer_modules(0)[0].parameters() if p.grad is not None]
-        assert torch.isfinite(loss) and float(loss.detach()) > 0 and grads and any(float(g.abs().sum()) > 0 for g in grads)
+        assert (
+            torch.isfinite(loss) and float(loss.detach()) > 0 and grads and any(float(g.abs().sum()) > 0 for g in grads)
+        )
     finally:
         m.zero_grad(set_to_none=True)
         m.eval()
@@ -305,11 +330,27 @@ def test_teacher_override(tmp_path, capsys):
     assert "teacher" not in plain.identity("c", "p")  # runs with the suite's own teacher keep their ids
     assert over.identity("c", "p")["teacher"] == "openvla@tiny" and over.run_id("c", "p") != plain.run_id("c", "p")
     assert RunSpec(method="fastv", suite="mock-v1", teacher="teacher").teacher == "reference"  # aliases resolved
-    built = build_policy(RunSpec(method="fastv@keep0.5", suite="mock-v1", teacher="openvla@tiny",
-                                 cache_dir=str(tmp_path)))
+    built = build_policy(
+        RunSpec(method="fastv@keep0.5", suite="mock-v1", teacher="openvla@tiny", cache_dir=str(tmp_path))
+    )
     assert built.teacher_id == "openvla@tiny" and isinstance(built.policy.model, OpenVLAModel)
-    rc = main(["bench", "--method", "fastv", "--suite", "mock-v1", "--teacher", "opnevla", "--results",
-               str(tmp_path / "r"), "--limit", "1", "--no-profile", "-q"])
+    rc = main(
+        [
+            "bench",
+            "--method",
+            "fastv",
+            "--suite",
+            "mock-v1",
+            "--teacher",
+            "opnevla",
+            "--results",
+            str(tmp_path / "r"),
+            "--limit",
+            "1",
+            "--no-profile",
+            "-q",
+        ]
+    )
     assert rc == 2 and "did you mean 'openvla'" in capsys.readouterr().err
 
 
@@ -326,11 +367,29 @@ def test_openvla_matches_transformers_generate_and_reads_the_penultimate_vit_blo
         ours = m.decode_tokens(st)
         ref = m.language_model(inputs_embeds=x)
         torch.testing.assert_close(m._logits(st.x[:, -1:])[:, 0], ref.logits[:, -1], rtol=1e-4, atol=1e-4)
-        gen = m.language_model.generate(inputs_embeds=x, max_new_tokens=m.action_dim, min_new_tokens=m.action_dim,
-                                        do_sample=False, attention_mask=torch.ones(x.shape[:2], dtype=torch.long))
-        assert gen[:, -m.action_dim:].tolist() == ours.tolist()
+        gen = m.language_model.generate(
+            inputs_embeds=x,
+            max_new_tokens=m.action_dim,
+            min_new_tokens=m.action_dim,
+            do_sample=False,
+            attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
+        )
+        assert gen[:, -m.action_dim :].tolist() == ours.tolist()
         pix = m.pixels(images["top"])
         for tower in (m.vision_backbone.featurizer, m.vision_backbone.fused_featurizer):
             hs = tower.vit((pix - tower.mean) / tower.std, output_hidden_states=True).hidden_states
-            torch.testing.assert_close(tower(pix), hs[-2][:, tower.n_prefix:])
-            assert not torch.allclose(tower(pix), hs[-1][:, tower.n_prefix:])
+            torch.testing.assert_close(tower(pix), hs[-2][:, tower.n_prefix :])
+            assert not torch.allclose(tower(pix), hs[-1][:, tower.n_prefix :])
+
+
+def test_unnorm_key_follows_the_suite(tmp_path):
+    from methods.openvla.adapter import pick_unnorm_key
+
+    stats = {k: {} for k in ("bridge_orig", "libero_object_no_noops", "libero_goal")}
+    (tmp_path / "config.json").write_text(json.dumps({"norm_stats": stats}))
+    assert pick_unnorm_key(tmp_path, "", "libero_object-v1") == "libero_object_no_noops"
+    assert pick_unnorm_key(tmp_path, "", "libero_goal-v1") == "libero_goal"
+    assert pick_unnorm_key(tmp_path, "bridge_orig", "libero_goal-v1") == "bridge_orig"
+    assert pick_unnorm_key(tmp_path, "", "simpler_pick-v1") is None  # the loader then lists the keys
+    (tmp_path / "config.json").write_text(json.dumps({"norm_stats": {"only": {}}}))
+    assert pick_unnorm_key(tmp_path, "", "libero_goal-v1") == "only"

@@ -3,6 +3,7 @@
 ``distill`` loads the checkpoint (nothing is trained); the policy exposes the model anatomy, so FastV / SparseVLM /
 VLA-Cache / random pruning wrap it unchanged. See README.md for the weight mapping and how to run real weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,15 @@ def torch_dtype(name: str, device: str) -> Any:
 
 def pick_unnorm_key(folder: Path, configured: str, suite_id: str) -> str | None:
     """The configured key; else the only one; else the suite id without its version (libero_object-v1 ->
-    libero_object) when the checkpoint has statistics under that name; else None (the loader lists the keys)."""
+    libero_object) or OpenVLA's LIBERO dataset name (libero_object_no_noops) when the checkpoint has statistics
+    under that name; else None (the loader then lists the keys)."""
     if configured:
         return configured
     stats = json.loads((folder / "config.json").read_text()).get("norm_stats") or {}
     if len(stats) == 1:
         return next(iter(stats))
-    for cand in (suite_id, suite_id.rsplit("-v", 1)[0]):
+    base = suite_id.rsplit("-v", 1)[0]
+    for cand in (suite_id, base, f"{base}_no_noops"):  # OpenVLA's LIBERO fine-tunes: libero_object_no_noops
         if cand in stats:
             return cand
     return None
@@ -67,24 +70,40 @@ class OpenVLAMethod(Method):
         if config.tiny:
             shapes = probe_suite(suite)
             camera = config.camera or shapes.cameras[0]
-            model = build_tiny(action_dim=shapes.action_dim, image_size=config.tiny_image_size,
-                               texts=list(shapes.instructions), seed=config.seed, camera=camera,
-                               layers=config.tiny_layers, width=config.tiny_width)
-            print(f"[openvla] tiny random-weight OpenVLA ({sum(p.numel() for p in model.parameters())} params) for "
-                  f"{suite.suite_id}: exercises the pipeline, its success rate means nothing", file=sys.stderr)
+            model = build_tiny(
+                action_dim=shapes.action_dim,
+                image_size=config.tiny_image_size,
+                texts=list(shapes.instructions),
+                seed=config.seed,
+                camera=camera,
+                layers=config.tiny_layers,
+                width=config.tiny_width,
+            )
+            print(
+                f"[openvla] tiny random-weight OpenVLA ({sum(p.numel() for p in model.parameters())} params) for "
+                f"{suite.suite_id}: exercises the pipeline, its success rate means nothing",
+                file=sys.stderr,
+            )
         else:
             path = resolve_checkpoint(config.checkpoint, ENV_VAR)
             if not path:
                 raise MissingCheckpointError(
                     f"openvla needs a local checkpoint: `huggingface-cli download openvla/openvla-7b --local-dir D` "
                     f"(or a fine-tuned one, e.g. openvla/openvla-7b-finetuned-libero-object), then "
-                    f"`--set checkpoint=D` or `export {ENV_VAR}=D`; `openvla@tiny` runs a random tiny model instead")
+                    f"`--set checkpoint=D` or `export {ENV_VAR}=D`; `openvla@tiny` runs a random tiny model instead"
+                )
             folder = Path(path)
             camera = config.camera or next(iter(getattr(suite, "cameras", ()) or ("image",)))
-            model = load_openvla(folder, unnorm_key=pick_unnorm_key(folder, config.unnorm_key, suite.suite_id)
-                                 if (folder / "config.json").exists() else None, camera=camera,
-                                 center_crop=config.center_crop, device=data.device,
-                                 dtype=torch_dtype(config.dtype, data.device))
+            model = load_openvla(
+                folder,
+                unnorm_key=pick_unnorm_key(folder, config.unnorm_key, suite.suite_id)
+                if (folder / "config.json").exists()
+                else None,
+                camera=camera,
+                center_crop=config.center_crop,
+                device=data.device,
+                dtype=torch_dtype(config.dtype, data.device),
+            )
         if config.center_crop:
             model.center_crop = True
         return OpenVLAPolicy(model, config, n_execute=config.n_execute, cameras=(camera,))

@@ -3,6 +3,7 @@ with grouped K/V, position-based prefix masks, suite probing for tiny models, an
 compression methods the reference-policy helpers (``model``, ``inputs``, ``noise``, ``postprocess``).
 
 Nothing here imports transformers at module import time (plugins stay cheap)."""
+
 from __future__ import annotations
 
 import functools
@@ -29,7 +30,8 @@ def require_transformers(extra: str) -> Any:
     except ImportError as e:  # pragma: no cover - exercised by monkeypatching sys.modules in the tests
         raise MissingExtraError(
             f"the {extra} adapter needs Hugging Face transformers>={TRANSFORMERS_MIN}: "
-            f"pip install -e .[{extra}] torch==2.13.0   (or: make setup EXTRAS={extra})") from e
+            f"pip install -e .[{extra}] torch==2.13.0   (or: make setup EXTRAS={extra})"
+        ) from e
     return transformers
 
 
@@ -47,8 +49,14 @@ def expand_kv(k: torch.Tensor, n_heads: int) -> torch.Tensor:
     return k.repeat_interleave(n_heads // k.shape[1], dim=1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, need_weights: bool,
-           scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    need_weights: bool,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """q (B,H,Lq,D), k/v (B,Hkv,Lk,D); ``mask`` bool (True = may attend) broadcastable to (B,H,Lq,Lk).
 
     SDPA unless attention maps are requested (then QKᵀ, softmax in float32, AV — the same matmul FLOPs)."""
@@ -62,8 +70,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return w @ v, w
 
 
-def prefix_mask(q_ids: torch.Tensor, k_ids: torch.Tensor, k_valid: torch.Tensor | None, *, causal: bool,
-                late_start: int | None = None) -> torch.Tensor | None:
+def prefix_mask(
+    q_ids: torch.Tensor,
+    k_ids: torch.Tensor,
+    k_valid: torch.Tensor | None,
+    *,
+    causal: bool,
+    late_start: int | None = None,
+) -> torch.Tensor | None:
     """(B, 1, Lq, Lk) bool mask from ORIGINAL positions (so it stays right after pruning or with KV reuse).
 
     ``causal``: key j visible iff pos(j) <= pos(i) (Llama / OpenVLA). ``late_start``: block-causal (pi0 / SmolVLA):
@@ -104,8 +118,13 @@ def _probe(suite_id: str) -> SuiteShapes:
         obs, _ = env.reset(seed=ep.seed, options={"episode": ep})
         cams = tuple(obs["images"])
         h, w = obs["images"][cams[0]].shape[:2]
-        return SuiteShapes(cams, (int(h), int(w)), int(np.asarray(obs["proprio"]).size),
-                           int(np.prod(env.action_space.shape)), tuple(t.instruction for t in suite.tasks()))
+        return SuiteShapes(
+            cams,
+            (int(h), int(w)),
+            int(np.asarray(obs["proprio"]).size),
+            int(np.prod(env.action_space.shape)),
+            tuple(t.instruction for t in suite.tasks()),
+        )
     finally:
         env.close()
 
@@ -153,8 +172,10 @@ class AdapterPolicy(Policy):
         to its own device in ``embed_prefix``."""
         missing = [c for c in self.cameras if c not in obs["images"]]
         if missing:
-            raise KeyError(f"camera(s) {missing} not in the observation (has {sorted(obs['images'])}); "
-                           f"set the adapter's `cameras` config")
+            raise KeyError(
+                f"camera(s) {missing} not in the observation (has {sorted(obs['images'])}); "
+                f"set the adapter's `cameras` config"
+            )
         images = {c: torch.from_numpy(np.ascontiguousarray(obs["images"][c]))[None] for c in self.cameras}
         proprio = torch.as_tensor(np.asarray(obs["proprio"], dtype=np.float32)).reshape(1, -1)
         return images, self.text_ids(obs["instruction"]), proprio
@@ -209,8 +230,9 @@ def word_tokenizer(texts: list[str], size: int, extra: tuple[str, ...] = ()) -> 
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>"
+    )
 
 
 def resolve_checkpoint(configured: str, env_var: str) -> str:

@@ -21,6 +21,7 @@ timm-style vision keys) and maps the keys onto the transformers modules (:func:`
 projector and the Llama LM); :meth:`OpenVLAModel.save_pretrained` writes the same layout (inverse mapping), so the
 round trip exercises the real loader. ``trust_remote_code`` is never used: the checkpoint's Python files are not run.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,18 +36,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.anatomy import KVCache, PrefixState, TokenSpans, check_keep
+from harness.interfaces import ConfigError
 from methods.openvla.common import attend, image_to_float, prefix_mask, require_transformers
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 # timm ids in OpenVLA's config.json -> the tower's shape (the penultimate block's patch features are used)
 TIMM_TOWERS: dict[str, dict[str, Any]] = {
-    "vit_large_patch14_reg4_dinov2.lvd142m": {"kind": "dinov2", "hidden": 1024, "depth": 24, "heads": 16, "mlp": 4096,
-                                                  "patch": 14, "reg": 4, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-    "vit_so400m_patch14_siglip_224": {"kind": "siglip", "hidden": 1152, "depth": 27, "heads": 16, "mlp": 4304, "patch": 14,
-                                          "mean": HALF, "std": HALF},
-    "vit_so400m_patch14_siglip_384": {"kind": "siglip", "hidden": 1152, "depth": 27, "heads": 16, "mlp": 4304, "patch": 14,
-                                          "mean": HALF, "std": HALF},
+    "vit_large_patch14_reg4_dinov2.lvd142m": {
+        "kind": "dinov2",
+        "hidden": 1024,
+        "depth": 24,
+        "heads": 16,
+        "mlp": 4096,
+        "patch": 14,
+        "reg": 4,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    },
+    "vit_so400m_patch14_siglip_224": {
+        "kind": "siglip",
+        "hidden": 1152,
+        "depth": 27,
+        "heads": 16,
+        "mlp": 4304,
+        "patch": 14,
+        "mean": HALF,
+        "std": HALF,
+    },
+    "vit_so400m_patch14_siglip_384": {
+        "kind": "siglip",
+        "hidden": 1152,
+        "depth": 27,
+        "heads": 16,
+        "mlp": 4304,
+        "patch": 14,
+        "mean": HALF,
+        "std": HALF,
+    },
 }
 EMPTY_TOKEN_ID = 29871  # Llama's "▁": OpenVLA appends it after "Out:" (as at training time)
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
@@ -66,17 +93,32 @@ class VisionTower(nn.Module):
         self.spec, self.kind = dict(spec), spec["kind"]
         if self.kind == "dinov2":
             cfg = tf.Dinov2WithRegistersConfig(
-                hidden_size=spec["hidden"], num_hidden_layers=spec["depth"], num_attention_heads=spec["heads"],
-                mlp_ratio=spec["mlp"] // spec["hidden"], image_size=image_size, patch_size=spec["patch"],
-                num_register_tokens=spec.get("reg", 0), layerscale_value=1e-5, hidden_act="gelu",
-                layer_norm_eps=1e-6, qkv_bias=True)
+                hidden_size=spec["hidden"],
+                num_hidden_layers=spec["depth"],
+                num_attention_heads=spec["heads"],
+                mlp_ratio=spec["mlp"] // spec["hidden"],
+                image_size=image_size,
+                patch_size=spec["patch"],
+                num_register_tokens=spec.get("reg", 0),
+                layerscale_value=1e-5,
+                hidden_act="gelu",
+                layer_norm_eps=1e-6,
+                qkv_bias=True,
+            )
             self.vit = tf.Dinov2WithRegistersModel(cfg)
             self.n_prefix = 1 + spec.get("reg", 0)
         elif self.kind == "siglip":
             cfg = tf.SiglipVisionConfig(
-                hidden_size=spec["hidden"], intermediate_size=spec["mlp"], num_hidden_layers=spec["depth"],
-                num_attention_heads=spec["heads"], image_size=image_size, patch_size=spec["patch"],
-                hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False)  # timm's SigLIP uses exact GELU
+                hidden_size=spec["hidden"],
+                intermediate_size=spec["mlp"],
+                num_hidden_layers=spec["depth"],
+                num_attention_heads=spec["heads"],
+                image_size=image_size,
+                patch_size=spec["patch"],
+                hidden_act="gelu",
+                layer_norm_eps=1e-6,
+                vision_use_head=False,
+            )  # timm's SigLIP uses exact GELU
             self.vit = tf.SiglipVisionModel(cfg)
             self.n_prefix = 0
         else:
@@ -111,7 +153,7 @@ class VisionTower(nn.Module):
             for blk in self.layers()[:-1]:
                 h = blk(h, None)
         h = h[0] if isinstance(h, tuple) else h
-        return h[:, self.n_prefix:]
+        return h[:, self.n_prefix :]
 
 
 class VisionBackbone(nn.Module):
@@ -137,8 +179,11 @@ class Projector(nn.Module):
         super().__init__()
         self.fused = fused
         if fused:
-            self.fc1, self.fc2, self.fc3 = (nn.Linear(vision_dim, 4 * vision_dim), nn.Linear(4 * vision_dim, llm_dim),
-                                            nn.Linear(llm_dim, llm_dim))
+            self.fc1, self.fc2, self.fc3 = (
+                nn.Linear(vision_dim, 4 * vision_dim),
+                nn.Linear(4 * vision_dim, llm_dim),
+                nn.Linear(llm_dim, llm_dim),
+            )
         else:
             self.fc1, self.fc2 = nn.Linear(vision_dim, llm_dim), nn.Linear(llm_dim, llm_dim)
 
@@ -165,8 +210,15 @@ def tower_specs(config: dict[str, Any]) -> list[dict[str, Any]]:
 class OpenVLAModel(nn.Module):
     """OpenVLA with :class:`harness.anatomy.VLAAnatomy`. ``config`` is the checkpoint's ``config.json`` (dict)."""
 
-    def __init__(self, config: dict[str, Any], tokenizer: Any, *, unnorm_key: str | None = None,
-                 camera: str = "image", center_crop: bool = False):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tokenizer: Any,
+        *,
+        unnorm_key: str | None = None,
+        camera: str = "image",
+        center_crop: bool = False,
+    ):
         super().__init__()
         tf = require_transformers("openvla")
         self.config = config
@@ -178,16 +230,18 @@ class OpenVLAModel(nn.Module):
         tc.pop("torch_dtype", None)
         self.text_config = tf.LlamaConfig(**tc)
         self.text_config._attn_implementation = "sdpa"
-        self.projector = Projector(self.vision_backbone.use_fused, self.vision_backbone.embed_dim,
-                                   self.text_config.hidden_size)
+        self.projector = Projector(
+            self.vision_backbone.use_fused, self.vision_backbone.embed_dim, self.text_config.hidden_size
+        )
         self.language_model = tf.LlamaForCausalLM(self.text_config)
         self.tokenizer = tokenizer
         self.camera, self.center_crop = camera, center_crop
         self.image_size = sizes[0]
         self.n_bins = int(config.get("n_action_bins", 256))
         bins = np.linspace(-1, 1, self.n_bins)
-        self.register_buffer("bin_centers", torch.tensor((bins[:-1] + bins[1:]) / 2.0, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "bin_centers", torch.tensor((bins[:-1] + bins[1:]) / 2.0, dtype=torch.float32), persistent=False
+        )
         self.vocab_size = int(self.text_config.vocab_size) - int(config.get("pad_to_multiple_of", 64))
         self.empty_token_id = int((config.get("vla_bench") or {}).get("empty_token_id", EMPTY_TOKEN_ID))
         self.norm_stats = config.get("norm_stats") or {}
@@ -203,18 +257,21 @@ class OpenVLAModel(nn.Module):
     def set_unnorm_key(self, unnorm_key: str | None) -> str:
         stats = self.norm_stats
         if not stats:
-            raise ValueError("the OpenVLA config has no norm_stats")
+            raise ConfigError("the OpenVLA config has no norm_stats")
         if not unnorm_key:
             if len(stats) != 1:
-                raise ValueError(f"this OpenVLA checkpoint was trained on several datasets; set unnorm_key to one "
-                                 f"of {sorted(stats)}")
+                raise ConfigError(
+                    f"this OpenVLA checkpoint was trained on several datasets; set unnorm_key to one of {sorted(stats)}"
+                )
             unnorm_key = next(iter(stats))
         if unnorm_key not in stats:
             import difflib
 
             close = difflib.get_close_matches(unnorm_key, list(stats), n=1)
-            raise ValueError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm_stats"
-                             f"{f'; did you mean {close[0]!r}?' if close else ''} (has {sorted(stats)})")
+            raise ConfigError(
+                f"unnorm_key {unnorm_key!r} not in the checkpoint's norm_stats"
+                f"{f'; did you mean {close[0]!r}?' if close else ''} (has {sorted(stats)})"
+            )
         a = stats[unnorm_key]["action"]
         low, high = torch.tensor(a["q01"], dtype=torch.float32), torch.tensor(a["q99"], dtype=torch.float32)
         mask = torch.tensor(a.get("mask", [True] * len(a["q01"])), dtype=torch.bool)
@@ -266,13 +323,19 @@ class OpenVLAModel(nn.Module):
         if self.center_crop:
             c = round(s * math.sqrt(0.9))
             o = (s - c) // 2
-            x = F.interpolate(x[..., o:o + c, o:o + c], size=(s, s), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x[..., o : o + c, o : o + c], size=(s, s), mode="bilinear", antialias=True, align_corners=False
+            )
         return x.to(self.dtype)
 
     # ----- prefix -----
-    def embed_prefix(self, images: dict[str, torch.Tensor], text: torch.Tensor, proprio: torch.Tensor | None = None,
-                     text_mask: torch.Tensor | None = None) -> PrefixState:
+    def embed_prefix(
+        self,
+        images: dict[str, torch.Tensor],
+        text: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> PrefixState:
         """images {camera: uint8 (B,H,W,3)} (only ``self.camera`` is used), text (B,T) ids starting with BOS,
         proprio ignored (OpenVLA has no proprio input)."""
         cam = self.camera if self.camera in images else next(iter(images))
@@ -287,13 +350,20 @@ class OpenVLAModel(nn.Module):
         if text_mask is not None and not bool(text_mask.all()):
             valid = torch.ones(b, n, dtype=torch.bool, device=x.device)
             valid[:, 0] = text_mask[:, 0].bool()
-            valid[:, 1 + p:] = text_mask[:, 1:].bool().to(x.device)
+            valid[:, 1 + p :] = text_mask[:, 1:].bool().to(x.device)
         ids = torch.arange(n, device=x.device).expand(b, n)
         return PrefixState(x=x, ids=ids, spans=spans, valid=valid)
 
-    def _layer(self, i: int, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, need_attn: bool,
-               past: tuple[torch.Tensor, torch.Tensor] | None = None,
-               fill: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+    def _layer(
+        self,
+        i: int,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_attn: bool,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        fill: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ):
         """Decoder layer i on tokens x (B,n,d) at positions pos (B,n). ``past`` K/V are prepended (decode steps);
         ``fill`` = (K, V, slots): x's K/V overwrite those slots of a cached full-prefix K/V (KV reuse)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -316,10 +386,16 @@ class OpenVLAModel(nn.Module):
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k, v, w
 
-    def forward_prefix(self, state: PrefixState, *, skip: frozenset[int] | set[int] = frozenset(),
-                       hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
-                       need_attn: bool | set[int] = False, reuse: KVCache | None = None,
-                       reuse_mask: torch.Tensor | None = None) -> PrefixState:
+    def forward_prefix(
+        self,
+        state: PrefixState,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
+        need_attn: bool | set[int] = False,
+        reuse: KVCache | None = None,
+        reuse_mask: torch.Tensor | None = None,
+    ) -> PrefixState:
         """The Llama layers over the prefix (causal, on original positions); see harness.anatomy."""
         hooks = hooks or {}
         n_all = state.n_tokens
@@ -359,9 +435,16 @@ class OpenVLAModel(nn.Module):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.language_model.lm_head(self.language_model.model.norm(h))
 
-    def _decode(self, state: PrefixState, tokens: torch.Tensor, past: dict[int, tuple[torch.Tensor, torch.Tensor]],
-                start: int, skip: frozenset[int] | set[int], need_attn: bool = False,
-                attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def _decode(
+        self,
+        state: PrefixState,
+        tokens: torch.Tensor,
+        past: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        start: int,
+        skip: frozenset[int] | set[int],
+        need_attn: bool = False,
+        attn_out: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Feed ``tokens`` (B, L) at positions start.. through the layers, attending to the prefix K/V of each
         layer plus ``past`` (updated in place); returns the last layer's hidden states (B, L, d)."""
         b, L = tokens.shape
@@ -375,12 +458,16 @@ class OpenVLAModel(nn.Module):
                 kp, vp = torch.cat([kp, past[i][0]], 2), torch.cat([vp, past[i][1]], 2)
             n_prev = kp.shape[2]
             valid = state.kv_valid.get(i)
-            pre = valid if valid is not None else torch.ones(b, state.kv[i][0].shape[2], dtype=torch.bool,
-                                                              device=h.device)
+            pre = (
+                valid
+                if valid is not None
+                else torch.ones(b, state.kv[i][0].shape[2], dtype=torch.bool, device=h.device)
+            )
             prev = torch.ones(b, n_prev - pre.shape[1], dtype=torch.bool, device=h.device)
             causal = torch.ones(L, L, dtype=torch.bool, device=h.device).tril()
-            mask = torch.cat([torch.cat([pre, prev], 1)[:, None, :].expand(b, L, -1), causal[None].expand(b, -1, -1)],
-                             dim=2)[:, None]
+            mask = torch.cat(
+                [torch.cat([pre, prev], 1)[:, None, :].expand(b, L, -1), causal[None].expand(b, -1, -1)], dim=2
+            )[:, None]
             if L == 1 and valid is None:
                 mask = None  # one query sees every key
             h, k, v, w = self._layer(i, h, pos, mask, need_attn, past=(kp, vp))
@@ -403,17 +490,30 @@ class OpenVLAModel(nn.Module):
         bins = torch.linspace(-1, 1, self.n_bins, device=a.device)
         return self.vocab_size - torch.bucketize(a, bins, right=True)
 
-    def sample_actions(self, state: PrefixState, noise: torch.Tensor | None = None, *,
-                       skip: frozenset[int] | set[int] = frozenset(), steps: int | None = None,
-                       need_attn: bool = False, attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        state: PrefixState,
+        noise: torch.Tensor | None = None,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        steps: int | None = None,
+        need_attn: bool = False,
+        attn_out: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Greedy decoding of ``action_dim`` tokens (as ``generate(do_sample=False)``) -> (B, 1, A) actions in the
         checkpoint's units. ``noise``/``steps`` are ignored (no sampling)."""
         b = state.x.shape[0]
         ids = self.decode_tokens(state, skip=skip, need_attn=need_attn, attn_out=attn_out)
         return self.tokens_to_actions(ids).view(b, 1, self.action_dim).float()
 
-    def decode_tokens(self, state: PrefixState, *, skip: frozenset[int] | set[int] = frozenset(),
-                      need_attn: bool = False, attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def decode_tokens(
+        self,
+        state: PrefixState,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        need_attn: bool = False,
+        attn_out: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """(B, action_dim) greedy token ids: the prefix's last hidden state gives the first, then one decode step
         per further token with a per-layer K/V cache (HF ``generate(max_new_tokens=A, do_sample=False)``)."""
         n0 = int(state.spans.n_tokens)
@@ -427,8 +527,9 @@ class OpenVLAModel(nn.Module):
             out.append(tok)
         return torch.cat(out, dim=1)
 
-    def action_loss(self, state: PrefixState, actions: torch.Tensor, *, skip: frozenset[int] | set[int] = frozenset(),
-                    **_: Any) -> torch.Tensor:
+    def action_loss(
+        self, state: PrefixState, actions: torch.Tensor, *, skip: frozenset[int] | set[int] = frozenset(), **_: Any
+    ) -> torch.Tensor:
         """Teacher-forced cross-entropy of the action tokens of actions[:, 0] (B, A) — OpenVLA's training loss."""
         target = self.actions_to_tokens(actions[:, 0].to(self.device))  # (B, A)
         h = self._decode(state, target[:, :-1], {}, int(state.spans.n_tokens), skip) if self.action_dim > 1 else None
@@ -443,8 +544,11 @@ class OpenVLAModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         sd = hf_to_timm(self.state_dict(), self)
-        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(folder / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in sd.items()},
+            str(folder / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         (folder / "config.json").write_text(json.dumps(self.config, indent=1))
         self.tokenizer.save_pretrained(str(folder))
 
@@ -456,15 +560,38 @@ def _tower_names(tower: VisionTower) -> dict[str, str]:
     """timm block-local name -> HF block-local name for this transformers version (v4 and v5 names differ)."""
     keys = set(tower.layers()[0].state_dict())
     if tower.kind == "dinov2":
-        attn = ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj") \
-            if "attention.q_proj.weight" in keys else \
-            ("attention.attention.query", "attention.attention.key", "attention.attention.value",
-             "attention.output.dense")
-        return {"norm1": "norm1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "q": attn[0],
-                "k": attn[1], "v": attn[2], "attn.proj": attn[3], "ls1": "layer_scale1.lambda1",
-                "ls2": "layer_scale2.lambda1"}
-    return {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-            "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "attn.proj": "self_attn.out_proj"}
+        attn = (
+            ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj")
+            if "attention.q_proj.weight" in keys
+            else (
+                "attention.attention.query",
+                "attention.attention.key",
+                "attention.attention.value",
+                "attention.output.dense",
+            )
+        )
+        return {
+            "norm1": "norm1",
+            "norm2": "norm2",
+            "mlp.fc1": "mlp.fc1",
+            "mlp.fc2": "mlp.fc2",
+            "q": attn[0],
+            "k": attn[1],
+            "v": attn[2],
+            "attn.proj": attn[3],
+            "ls1": "layer_scale1.lambda1",
+            "ls2": "layer_scale2.lambda1",
+        }
+    return {
+        "norm1": "layer_norm1",
+        "norm2": "layer_norm2",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "attn.proj": "self_attn.out_proj",
+    }
 
 
 def _tower_prefix(tower: VisionTower) -> str:
@@ -490,7 +617,7 @@ def timm_to_hf(sd: dict[str, torch.Tensor], model: OpenVLAModel) -> tuple[dict[s
                 out[key] = t
             continue
         pre, tower = tw
-        rest = key[len(pre):]
+        rest = key[len(pre) :]
         dst = pre + _map_tower_key(rest, t, tower, out, pre)
         if dst.endswith("#dropped"):
             dropped.append(key)
@@ -517,8 +644,11 @@ def _map_tower_key(rest: str, t: torch.Tensor, tower: VisionTower, out: dict[str
         return "#done"
     if rest.startswith("patch_embed.proj."):
         leaf = rest.split(".")[-1]
-        return (f"vit.embeddings.patch_embeddings.projection.{leaf}" if dino
-                else f"{tower.core_prefix}embeddings.patch_embedding.{leaf}")
+        return (
+            f"vit.embeddings.patch_embeddings.projection.{leaf}"
+            if dino
+            else f"{tower.core_prefix}embeddings.patch_embedding.{leaf}"
+        )
     if rest.startswith("norm."):
         return ("vit.layernorm." if dino else tower.core_prefix + "post_layernorm.") + rest.split(".")[-1]
     if rest.startswith("blocks."):
@@ -535,7 +665,7 @@ def _map_tower_key(rest: str, t: torch.Tensor, tower: VisionTower, out: dict[str
             return base + names[local[0]]
         for src in ("norm1", "norm2", "mlp.fc1", "mlp.fc2", "attn.proj"):
             if local_s.startswith(src + "."):
-                return base + names[src] + local_s[len(src):]
+                return base + names[src] + local_s[len(src) :]
     return "#dropped"  # attn_pool (SigLIP MAP head), fc_norm, head: not used by OpenVLA
 
 
@@ -549,7 +679,7 @@ def hf_to_timm(sd: dict[str, torch.Tensor], model: OpenVLAModel) -> dict[str, to
         names, lp = _tower_names(tower), _tower_prefix(tower)
         inv = {v: k for k, v in names.items()}
         dino = tower.kind == "dinov2"
-        g = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}
+        g = {k[len(pre) :]: v for k, v in sd.items() if k.startswith(pre)}
         if dino:
             out[pre + "cls_token"] = g["vit.embeddings.cls_token"]
             if "vit.embeddings.register_tokens" in g and tower.spec.get("reg", 0):
@@ -565,20 +695,22 @@ def hf_to_timm(sd: dict[str, torch.Tensor], model: OpenVLAModel) -> dict[str, to
             out[pre + f"norm.{leaf}"] = g[norm + leaf]
         for idx in range(len(tower.layers())):
             base = f"{lp}.{idx}."
-            blk = {k[len(base):]: v for k, v in g.items() if k.startswith(base)}
+            blk = {k[len(base) :]: v for k, v in g.items() if k.startswith(base)}
             for leaf in ("weight", "bias"):
                 out[pre + f"blocks.{idx}.attn.qkv.{leaf}"] = torch.cat(
-                    [blk[f"{names[p]}.{leaf}"] for p in ("q", "k", "v")], dim=0)
+                    [blk[f"{names[p]}.{leaf}"] for p in ("q", "k", "v")], dim=0
+                )
             for local, t in blk.items():
-                hit = next((h for h in inv if local.startswith(h) and h not in (names["q"], names["k"], names["v"])),
-                           None)
+                hit = next(
+                    (h for h in inv if local.startswith(h) and h not in (names["q"], names["k"], names["v"])), None
+                )
                 if hit is None:
                     continue
                 src = inv[hit]
                 if src in ("ls1", "ls2"):
                     out[pre + f"blocks.{idx}.{src}.scale_factor"] = t
                 else:
-                    out[pre + f"blocks.{idx}.{src}{local[len(hit):]}"] = t
+                    out[pre + f"blocks.{idx}.{src}{local[len(hit) :]}"] = t
     for k, v in sd.items():
         if not k.startswith("vision_backbone."):
             out[k] = v
@@ -588,26 +720,74 @@ def hf_to_timm(sd: dict[str, torch.Tensor], model: OpenVLAModel) -> dict[str, to
 # --------------------------------------------------------------------------------------------------
 # building and loading
 # --------------------------------------------------------------------------------------------------
-def tiny_config(*, action_dim: int, image_size: int, layers: int = 6, width: int = 64, heads: int = 4,
-                n_bins: int = 64, base_vocab: int = 256, patch: int = 8) -> dict[str, Any]:
+def tiny_config(
+    *,
+    action_dim: int,
+    image_size: int,
+    layers: int = 6,
+    width: int = 64,
+    heads: int = 4,
+    n_bins: int = 64,
+    base_vocab: int = 256,
+    patch: int = 8,
+) -> dict[str, Any]:
     """An OpenVLA ``config.json`` with tiny random sizes (same fields as the real one, plus ``vla_bench``)."""
     return {
-        "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"],
-        "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
-        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
-        "image_resize_strategy": "resize-naive", "image_sizes": [image_size, image_size],
+        "model_type": "openvla",
+        "architectures": ["OpenVLAForActionPrediction"],
+        "vision_backbone_id": "dinosiglip-vit-so-224px",
+        "llm_backbone_id": "llama2-7b-pure",
+        "arch_specifier": "no-align+fused-gelu-mlp",
+        "use_fused_vision_backbone": True,
+        "image_resize_strategy": "resize-naive",
+        "image_sizes": [image_size, image_size],
         "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-        "n_action_bins": n_bins, "pad_to_multiple_of": 64, "pad_token_id": base_vocab,
-        "text_config": {"model_type": "llama", "hidden_size": width, "intermediate_size": 2 * width,
-                        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
-                        "vocab_size": base_vocab + 64, "max_position_embeddings": 512, "pad_token_id": base_vocab,
-                        "bos_token_id": 1, "eos_token_id": 2},
-        "norm_stats": {"tiny": {"action": {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
-                                           "mask": [True] * action_dim}}},
-        "vla_bench": {"tiny": True, "empty_token_id": 3, "vision_towers": [
-            {"kind": "dinov2", "hidden": 32, "depth": 3, "heads": 2, "mlp": 64, "patch": patch, "reg": 2, "mean": IMAGENET_MEAN,
-                 "std": IMAGENET_STD},
-            {"kind": "siglip", "hidden": 48, "depth": 3, "heads": 2, "mlp": 96, "patch": patch, "mean": HALF, "std": HALF}]},
+        "n_action_bins": n_bins,
+        "pad_to_multiple_of": 64,
+        "pad_token_id": base_vocab,
+        "text_config": {
+            "model_type": "llama",
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": heads,
+            "vocab_size": base_vocab + 64,
+            "max_position_embeddings": 512,
+            "pad_token_id": base_vocab,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        },
+        "norm_stats": {
+            "tiny": {"action": {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim, "mask": [True] * action_dim}}
+        },
+        "vla_bench": {
+            "tiny": True,
+            "empty_token_id": 3,
+            "vision_towers": [
+                {
+                    "kind": "dinov2",
+                    "hidden": 32,
+                    "depth": 3,
+                    "heads": 2,
+                    "mlp": 64,
+                    "patch": patch,
+                    "reg": 2,
+                    "mean": IMAGENET_MEAN,
+                    "std": IMAGENET_STD,
+                },
+                {
+                    "kind": "siglip",
+                    "hidden": 48,
+                    "depth": 3,
+                    "heads": 2,
+                    "mlp": 96,
+                    "patch": patch,
+                    "mean": HALF,
+                    "std": HALF,
+                },
+            ],
+        },
     }
 
 
@@ -619,8 +799,9 @@ def tiny_tokenizer(texts: list[str], base_vocab: int = 256) -> Any:
     return word_tokenizer([PROMPT.format(instruction="")] + list(texts), base_vocab, extra=("▁",))
 
 
-def build_tiny(*, action_dim: int, image_size: int, texts: list[str], seed: int = 0, camera: str = "image",
-               **sizes: Any) -> OpenVLAModel:
+def build_tiny(
+    *, action_dim: int, image_size: int, texts: list[str], seed: int = 0, camera: str = "image", **sizes: Any
+) -> OpenVLAModel:
     cfg = tiny_config(action_dim=action_dim, image_size=image_size, **sizes)
     tok = tiny_tokenizer(texts, base_vocab=cfg["pad_token_id"])
     with torch.random.fork_rng(devices=[]):
@@ -654,9 +835,15 @@ def _read_weights(folder: Path, device: str | torch.device) -> dict[str, torch.T
     return sd
 
 
-def load_openvla(folder: str | Path, *, unnorm_key: str | None = None, camera: str = "image",
-                 center_crop: bool = False, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> OpenVLAModel:
+def load_openvla(
+    folder: str | Path,
+    *,
+    unnorm_key: str | None = None,
+    camera: str = "image",
+    center_crop: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> OpenVLAModel:
     """Load a local OpenVLA checkpoint folder (``huggingface-cli download openvla/openvla-7b --local-dir D``): its
     ``config.json``, tokenizer files and safetensors shards. No remote code runs. The model is built on the meta
     device and the mapped weights are assigned (no 7B random initialisation)."""
@@ -678,8 +865,10 @@ def load_openvla(folder: str | Path, *, unnorm_key: str | None = None, camera: s
             sd[k] = torch.zeros(own[k].shape, dtype=dtype, device=device)
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
     if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match the OpenVLA layout: missing {missing[:8]}"
-                         f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}")
+        raise ValueError(
+            f"{folder}: weights do not match the OpenVLA layout: missing {missing[:8]}"
+            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+        )
     model.load_state_dict(sd, assign=True)
     _materialise_buffers(model, device)
     return model.eval()
@@ -697,15 +886,18 @@ def _materialise_buffers(model: OpenVLAModel, device: str | torch.device) -> Non
             if not buf.is_meta:
                 continue
             if name == "position_ids":
-                mod.register_buffer(name, torch.arange(buf.shape[-1], device=device).expand(buf.shape).clone(),
-                                    persistent=False)
+                mod.register_buffer(
+                    name, torch.arange(buf.shape[-1], device=device).expand(buf.shape).clone(), persistent=False
+                )
             elif isinstance(mod, VisionTower) and name in ("mean", "std"):
-                mod.register_buffer(name, torch.tensor(mod.spec[name], device=device).view(1, 3, 1, 1),
-                                    persistent=False)
+                mod.register_buffer(
+                    name, torch.tensor(mod.spec[name], device=device).view(1, 3, 1, 1), persistent=False
+                )
     n_bins = model.n_bins
     bins = np.linspace(-1, 1, n_bins)
-    model.register_buffer("bin_centers", torch.tensor((bins[:-1] + bins[1:]) / 2.0, dtype=torch.float32,
-                                                      device=device), persistent=False)
+    model.register_buffer(
+        "bin_centers", torch.tensor((bins[:-1] + bins[1:]) / 2.0, dtype=torch.float32, device=device), persistent=False
+    )
     model.set_unnorm_key(model.unnorm_key)
     left = [n for n, b in model.named_buffers() if b.is_meta] + [n for n, p in model.named_parameters() if p.is_meta]
     if left:

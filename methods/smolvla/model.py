@@ -20,6 +20,7 @@ Architecture (``lerobot/smolvla_base``)::
 Anatomy: layer i = (VLM layer i, expert layer i) — skipping i skips both; spans vision[camera] / language /
 proprio (the state token); pruning hooks run between VLM layers and the expert sees the surviving tokens' K/V.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,7 +44,7 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, max_wavelength: float =
     dtype = x.dtype
     x = x.float()
     freq = (2.0 / x.shape[-1]) * torch.arange(d_half, dtype=torch.float32, device=x.device)
-    timescale = max_wavelength ** freq
+    timescale = max_wavelength**freq
     rad = positions[..., None].float() / timescale[None, None, :]
     rad = rad[..., None, :]
     sin, cos = rad.sin(), rad.cos()
@@ -81,8 +82,16 @@ class SmolVLMWithExpert(nn.Module):
     text layers cut to ``num_vlm_layers``) and ``lm_expert`` (a narrower Llama, cross-attention layers' k/v
     projections taking the VLM's K/V width)."""
 
-    def __init__(self, vlm_config: Any, *, num_vlm_layers: int, num_expert_layers: int,
-                 self_attn_every_n_layers: int, expert_width_multiplier: float, attention_mode: str):
+    def __init__(
+        self,
+        vlm_config: Any,
+        *,
+        num_vlm_layers: int,
+        num_expert_layers: int,
+        self_attn_every_n_layers: int,
+        expert_width_multiplier: float,
+        attention_mode: str,
+    ):
         super().__init__()
         tf = require_transformers("smolvla")
         self.vlm = tf.SmolVLMForConditionalGeneration(vlm_config)
@@ -96,8 +105,9 @@ class SmolVLMWithExpert(nn.Module):
         ec.intermediate_size = get_intermediate_size(ec.hidden_size)
         ec.num_hidden_layers = num_expert_layers if num_expert_layers > 0 else self.num_vlm_layers
         if self.num_vlm_layers % ec.num_hidden_layers:
-            raise ValueError(f"num_vlm_layers {self.num_vlm_layers} is not a multiple of num_expert_layers "
-                             f"{ec.num_hidden_layers}")
+            raise ValueError(
+                f"num_vlm_layers {self.num_vlm_layers} is not a multiple of num_expert_layers {ec.num_hidden_layers}"
+            )
         self.lm_expert = tf.AutoModel.from_config(ec)
         self.attention_mode, self.every = attention_mode, self_attn_every_n_layers
         hd = tc.head_dim
@@ -105,10 +115,12 @@ class SmolVLMWithExpert(nn.Module):
             for j, layer in enumerate(self.lm_expert.layers):
                 if self.every > 0 and j % self.every == 0:
                     continue
-                layer.self_attn.k_proj = nn.Linear(tc.num_key_value_heads * hd, ec.num_key_value_heads * ec.head_dim,
-                                                   bias=ec.attention_bias)
-                layer.self_attn.v_proj = nn.Linear(tc.num_key_value_heads * hd, ec.num_key_value_heads * ec.head_dim,
-                                                   bias=ec.attention_bias)
+                layer.self_attn.k_proj = nn.Linear(
+                    tc.num_key_value_heads * hd, ec.num_key_value_heads * ec.head_dim, bias=ec.attention_bias
+                )
+                layer.self_attn.v_proj = nn.Linear(
+                    tc.num_key_value_heads * hd, ec.num_key_value_heads * ec.head_dim, bias=ec.attention_bias
+                )
         self.lm_expert.embed_tokens = None
         self.expert_hidden_size = ec.hidden_size
         self.multiple_of = self.num_vlm_layers // len(self.lm_expert.layers)
@@ -130,9 +142,13 @@ class FlowMatching(nn.Module):
     def __init__(self, vlm_config: Any, cfg: dict[str, Any]):
         super().__init__()
         self.vlm_with_expert = SmolVLMWithExpert(
-            vlm_config, num_vlm_layers=cfg["num_vlm_layers"], num_expert_layers=cfg["num_expert_layers"],
+            vlm_config,
+            num_vlm_layers=cfg["num_vlm_layers"],
+            num_expert_layers=cfg["num_expert_layers"],
             self_attn_every_n_layers=cfg["self_attn_every_n_layers"],
-            expert_width_multiplier=cfg["expert_width_multiplier"], attention_mode=cfg["attention_mode"])
+            expert_width_multiplier=cfg["expert_width_multiplier"],
+            attention_mode=cfg["attention_mode"],
+        )
         d, de = vlm_config.text_config.hidden_size, self.vlm_with_expert.expert_hidden_size
         self.state_proj = nn.Linear(cfg["max_state_dim"], d)
         self.action_in_proj = nn.Linear(cfg["max_action_dim"], de)
@@ -143,12 +159,27 @@ class FlowMatching(nn.Module):
 
 # LeRobot SmolVLAConfig defaults (the fields this adapter reads)
 DEFAULTS: dict[str, Any] = {
-    "type": "smolvla", "n_obs_steps": 1, "chunk_size": 50, "n_action_steps": 50, "max_state_dim": 32,
-    "max_action_dim": 32, "resize_imgs_with_padding": [512, 512], "tokenizer_max_length": 48, "num_steps": 10,
-    "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "attention_mode": "cross_attn",
-    "add_image_special_tokens": False, "prefix_length": -1, "num_expert_layers": -1, "num_vlm_layers": 16,
-    "self_attn_every_n_layers": 2, "expert_width_multiplier": 0.75, "min_period": 4e-3, "max_period": 4.0,
-    "empty_cameras": 0, "adapt_to_pi_aloha": False,
+    "type": "smolvla",
+    "n_obs_steps": 1,
+    "chunk_size": 50,
+    "n_action_steps": 50,
+    "max_state_dim": 32,
+    "max_action_dim": 32,
+    "resize_imgs_with_padding": [512, 512],
+    "tokenizer_max_length": 48,
+    "num_steps": 10,
+    "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+    "attention_mode": "cross_attn",
+    "add_image_special_tokens": False,
+    "prefix_length": -1,
+    "num_expert_layers": -1,
+    "num_vlm_layers": 16,
+    "self_attn_every_n_layers": 2,
+    "expert_width_multiplier": 0.75,
+    "min_period": 4e-3,
+    "max_period": 4.0,
+    "empty_cameras": 0,
+    "adapt_to_pi_aloha": False,
     "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
 }
 
@@ -157,8 +188,14 @@ class SmolVLAModel(nn.Module):
     """SmolVLA with :class:`harness.anatomy.VLAAnatomy`. ``config``: LeRobot's policy ``config.json`` (dict);
     ``vlm_config``: the VLM's transformers config; ``stats``: {"observation.state.mean": ..., "action.std": ...}."""
 
-    def __init__(self, config: dict[str, Any], vlm_config: Any, tokenizer: Any, stats: dict[str, torch.Tensor],
-                 cameras: list[str] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        vlm_config: Any,
+        tokenizer: Any,
+        stats: dict[str, torch.Tensor],
+        cameras: list[str] | None = None,
+    ):
         super().__init__()
         cfg = {**DEFAULTS, **config}
         for key, ok in (("add_image_special_tokens", False), ("prefix_length", -1), ("adapt_to_pi_aloha", False)):
@@ -173,14 +210,20 @@ class SmolVLAModel(nn.Module):
         self.tokenizer = tokenizer
         feats = cfg.get("input_features") or {}
         self.image_keys = [k for k, v in feats.items() if str(v.get("type")).upper().endswith("VISUAL")]
-        self.state_dim = int(next((v["shape"][0] for k, v in feats.items()
-                                   if str(v.get("type")).upper().endswith("STATE")), cfg["max_state_dim"]))
+        self.state_dim = int(
+            next(
+                (v["shape"][0] for k, v in feats.items() if str(v.get("type")).upper().endswith("STATE")),
+                cfg["max_state_dim"],
+            )
+        )
         out = cfg.get("output_features") or {}
         self.action_dim = int(next((v["shape"][0] for v in out.values()), cfg["max_action_dim"]))
         self.cameras = list(cameras or [k.rsplit(".", 1)[-1] for k in self.image_keys])
         if self.image_keys and len(self.cameras) != len(self.image_keys):
-            raise ValueError(f"{len(self.cameras)} cameras {self.cameras} for {len(self.image_keys)} image features "
-                             f"{self.image_keys}: set the adapter's `cameras` (one suite camera per image feature)")
+            raise ValueError(
+                f"{len(self.cameras)} cameras {self.cameras} for {len(self.image_keys)} image features "
+                f"{self.image_keys}: set the adapter's `cameras` (one suite camera per image feature)"
+            )
         self.chunk, self.max_action_dim = int(cfg["chunk_size"]), int(cfg["max_action_dim"])
         self.num_steps = int(cfg["num_steps"])
         tc = vlm_config.text_config
@@ -192,10 +235,12 @@ class SmolVLAModel(nn.Module):
             t = stats.get(key)
             return torch.full((n,), fill) if t is None else torch.as_tensor(t, dtype=torch.float32).flatten()
 
-        for name, key, n, fill in (("state_mean", "observation.state.mean", self.state_dim, 0.0),
-                                   ("state_std", "observation.state.std", self.state_dim, 1.0),
-                                   ("action_mean", "action.mean", self.action_dim, 0.0),
-                                   ("action_std", "action.std", self.action_dim, 1.0)):
+        for name, key, n, fill in (
+            ("state_mean", "observation.state.mean", self.state_dim, 0.0),
+            ("state_std", "observation.state.std", self.state_dim, 1.0),
+            ("action_mean", "action.mean", self.action_dim, 0.0),
+            ("action_std", "action.std", self.action_dim, 1.0),
+        ):
             self.register_buffer(name, get(key, n, fill), persistent=False)
 
     # ----- anatomy: layers -----
@@ -228,8 +273,13 @@ class SmolVLAModel(nn.Module):
     def noise(self, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(1, self.chunk, self.max_action_dim, generator=gen)
 
-    def embed_prefix(self, images: dict[str, torch.Tensor], text: torch.Tensor, proprio: torch.Tensor,
-                     text_mask: torch.Tensor | None = None) -> PrefixState:
+    def embed_prefix(
+        self,
+        images: dict[str, torch.Tensor],
+        text: torch.Tensor,
+        proprio: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+    ) -> PrefixState:
         vlm = self.vwe.vlm.model
         w, h = self.cfg["resize_imgs_with_padding"]
         parts, spans_v, start = [], {}, 0
@@ -258,18 +308,28 @@ class SmolVLAModel(nn.Module):
         valid = None
         if text_mask is not None and not bool(text_mask.all()):
             valid = torch.ones(b, n, dtype=torch.bool, device=x.device)
-            valid[:, lang_span[0]:lang_span[1]] = text_mask.bool().to(x.device)
+            valid[:, lang_span[0] : lang_span[1]] = text_mask.bool().to(x.device)
         return PrefixState(x=x, ids=torch.arange(n, device=x.device).expand(b, n), spans=spans, valid=valid)
 
     # ----- VLM layers -----
     def _qkv(self, layer: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = h.shape
         at = layer.self_attn
-        return (at.q_proj(h).view(b, n, -1, self.head_dim), at.k_proj(h).view(b, n, -1, self.head_dim),
-                at.v_proj(h).view(b, n, -1, self.head_dim))
+        return (
+            at.q_proj(h).view(b, n, -1, self.head_dim),
+            at.k_proj(h).view(b, n, -1, self.head_dim),
+            at.v_proj(h).view(b, n, -1, self.head_dim),
+        )
 
-    def _vlm_layer(self, i: int, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, need_attn: bool,
-                   fill: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+    def _vlm_layer(
+        self,
+        i: int,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_attn: bool,
+        fill: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ):
         layer = self.vwe.vlm.model.text_model.layers[i]
         b, n, _ = x.shape
         q, k, v = self._qkv(layer, layer.input_layernorm(x))
@@ -283,10 +343,16 @@ class SmolVLAModel(nn.Module):
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k, v, w
 
-    def forward_prefix(self, state: PrefixState, *, skip: frozenset[int] | set[int] = frozenset(),
-                       hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
-                       need_attn: bool | set[int] = False, reuse: KVCache | None = None,
-                       reuse_mask: torch.Tensor | None = None) -> PrefixState:
+    def forward_prefix(
+        self,
+        state: PrefixState,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
+        need_attn: bool | set[int] = False,
+        reuse: KVCache | None = None,
+        reuse_mask: torch.Tensor | None = None,
+    ) -> PrefixState:
         """The VLM layers over the prefix (LeRobot's prefix pass, ``fill_kv_cache=True``); see harness.anatomy."""
         hooks = hooks or {}
         n_all = state.n_tokens
@@ -331,9 +397,16 @@ class SmolVLAModel(nn.Module):
         te = te[:, None, :].expand_as(a)
         return m.action_time_mlp_out(F.silu(m.action_time_mlp_in(torch.cat([a, te], dim=2))))
 
-    def velocity(self, state: PrefixState, x_t: torch.Tensor, t: torch.Tensor, *,
-                 skip: frozenset[int] | set[int] = frozenset(), need_attn: bool = False,
-                 attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def velocity(
+        self,
+        state: PrefixState,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        need_attn: bool = False,
+        attn_out: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """One denoising step's velocity (LeRobot's ``denoise_step``) in normalised, padded action units."""
         h = self.expert_tokens(x_t, t)
         b, L, _ = h.shape
@@ -373,9 +446,16 @@ class SmolVLAModel(nn.Module):
         h = self.vwe.lm_expert.norm(h)
         return self.model.action_out_proj(h.to(self.model.action_out_proj.weight.dtype)).float()
 
-    def sample_actions(self, state: PrefixState, noise: torch.Tensor | None = None, *,
-                       skip: frozenset[int] | set[int] = frozenset(), steps: int | None = None,
-                       need_attn: bool = False, attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        state: PrefixState,
+        noise: torch.Tensor | None = None,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        steps: int | None = None,
+        need_attn: bool = False,
+        attn_out: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Euler integration from noise (t=1) to actions (t=0) -> (B, chunk, action_dim) in the env's units."""
         b = state.x.shape[0]
         steps = steps or self.num_steps
@@ -385,13 +465,21 @@ class SmolVLAModel(nn.Module):
         for s in range(steps):
             t = torch.full((b,), 1.0 + s * dt, dtype=torch.float32, device=self.device)
             want = need_attn and s == steps - 1
-            x = x + dt * self.velocity(state, x, t, skip=skip, need_attn=want,
-                                       attn_out=attn_out if want else None).to(x.dtype)
+            x = x + dt * self.velocity(state, x, t, skip=skip, need_attn=want, attn_out=attn_out if want else None).to(
+                x.dtype
+            )
         a = x[:, :, : self.action_dim].float()
         return a * self.action_std + self.action_mean
 
-    def action_loss(self, state: PrefixState, actions: torch.Tensor, *, skip: frozenset[int] | set[int] = frozenset(),
-                    generator: torch.Generator | None = None, **_: Any) -> torch.Tensor:
+    def action_loss(
+        self,
+        state: PrefixState,
+        actions: torch.Tensor,
+        *,
+        skip: frozenset[int] | set[int] = frozenset(),
+        generator: torch.Generator | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
         """LeRobot's flow-matching loss: MSE(v, noise - a) at t ~ 0.001 + 0.999·Beta(1.5, 1), on the real dims."""
         a = (actions.to(self.device).float() - self.action_mean) / (self.action_std + 1e-8)
         a = F.pad(a, (0, self.max_action_dim - a.shape[-1]))
@@ -411,16 +499,27 @@ class SmolVLAModel(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+            str(folder / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         cfg = dict(self.cfg, vlm_model_name=vlm_dir)
         (folder / "config.json").write_text(json.dumps(cfg, indent=1))
-        pre = {"observation.state.mean": self.state_mean, "observation.state.std": self.state_std,
-               "action.mean": self.action_mean, "action.std": self.action_std}
-        save_file({k: v.detach().cpu().contiguous() for k, v in pre.items()},
-                  str(folder / "policy_preprocessor_step_5_normalizer_processor.safetensors"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in pre.items() if k.startswith("action")},
-                  str(folder / "policy_postprocessor_step_0_unnormalizer_processor.safetensors"))
+        pre = {
+            "observation.state.mean": self.state_mean,
+            "observation.state.std": self.state_std,
+            "action.mean": self.action_mean,
+            "action.std": self.action_std,
+        }
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in pre.items()},
+            str(folder / "policy_preprocessor_step_5_normalizer_processor.safetensors"),
+        )
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in pre.items() if k.startswith("action")},
+            str(folder / "policy_postprocessor_step_0_unnormalizer_processor.safetensors"),
+        )
         (folder / vlm_dir).mkdir(exist_ok=True)
         self.vlm_config.save_pretrained(str(folder / vlm_dir))
         self.tokenizer.save_pretrained(str(folder / vlm_dir))
@@ -432,34 +531,79 @@ class SmolVLAModel(nn.Module):
 def tiny_vlm_config(*, image_size: int = 32, layers: int = 8, width: int = 64, vocab: int = 256) -> Any:
     tf = require_transformers("smolvla")
     return tf.SmolVLMConfig(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                           "image_size": image_size, "patch_size": 4},
-        text_config={"model_type": "llama", "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
-                         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": width // 4, "vocab_size": vocab,
-                         "rope_theta": 100000.0, "max_position_embeddings": 512},
-        scale_factor=2, image_token_id=vocab - 1)
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 4,
+        },
+        text_config={
+            "model_type": "llama",
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": width // 4,
+            "vocab_size": vocab,
+            "rope_theta": 100000.0,
+            "max_position_embeddings": 512,
+        },
+        scale_factor=2,
+        image_token_id=vocab - 1,
+    )
 
 
-def tiny_policy_config(*, cameras: list[str], image_hw: tuple[int, int], state_dim: int, action_dim: int,
-                       image_size: int = 32, vlm_layers: int = 6, chunk: int = 8, n_action_steps: int = 4,
-                       num_steps: int = 10) -> dict[str, Any]:
+def tiny_policy_config(
+    *,
+    cameras: list[str],
+    image_hw: tuple[int, int],
+    state_dim: int,
+    action_dim: int,
+    image_size: int = 32,
+    vlm_layers: int = 6,
+    chunk: int = 8,
+    n_action_steps: int = 4,
+    num_steps: int = 10,
+) -> dict[str, Any]:
     feats: dict[str, Any] = {f"observation.images.{c}": {"type": "VISUAL", "shape": [3, *image_hw]} for c in cameras}
     feats["observation.state"] = {"type": "STATE", "shape": [state_dim]}
-    return {**DEFAULTS, "chunk_size": chunk, "n_action_steps": n_action_steps, "max_state_dim": 8,
-            "max_action_dim": 8, "resize_imgs_with_padding": [image_size, image_size], "num_steps": num_steps,
-            "num_vlm_layers": vlm_layers, "vlm_model_name": "vlm", "input_features": feats,
-            "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}, "vla_bench": {"tiny": True}}
+    return {
+        **DEFAULTS,
+        "chunk_size": chunk,
+        "n_action_steps": n_action_steps,
+        "max_state_dim": 8,
+        "max_action_dim": 8,
+        "resize_imgs_with_padding": [image_size, image_size],
+        "num_steps": num_steps,
+        "num_vlm_layers": vlm_layers,
+        "vlm_model_name": "vlm",
+        "input_features": feats,
+        "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}},
+        "vla_bench": {"tiny": True},
+    }
 
 
-def build_tiny(*, cameras: list[str], image_hw: tuple[int, int], state_dim: int, action_dim: int, texts: list[str],
-               seed: int = 0, **sizes: Any) -> SmolVLAModel:
+def build_tiny(
+    *,
+    cameras: list[str],
+    image_hw: tuple[int, int],
+    state_dim: int,
+    action_dim: int,
+    texts: list[str],
+    seed: int = 0,
+    **sizes: Any,
+) -> SmolVLAModel:
     from methods.openvla.common import word_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vc = tiny_vlm_config()
-        cfg = tiny_policy_config(cameras=cameras, image_hw=image_hw, state_dim=state_dim, action_dim=action_dim,
-                                 **sizes)
+        cfg = tiny_policy_config(
+            cameras=cameras, image_hw=image_hw, state_dim=state_dim, action_dim=action_dim, **sizes
+        )
         model = SmolVLAModel(cfg, vc, word_tokenizer(texts, 256), {}, cameras=cameras)
     return model.eval()
 
@@ -471,12 +615,14 @@ def read_stats(folder: Path, weights: dict[str, torch.Tensor]) -> dict[str, torc
     stats: dict[str, torch.Tensor] = {}
     for f in sorted(folder.glob("*normalizer_processor*.safetensors")):
         stats.update(load_file(str(f)))
-    old = {"normalize_inputs.buffer_observation_state.": "observation.state.",
-           "unnormalize_outputs.buffer_action.": "action."}
+    old = {
+        "normalize_inputs.buffer_observation_state.": "observation.state.",
+        "unnormalize_outputs.buffer_action.": "action.",
+    }
     for k, t in weights.items():
         for src, dst in old.items():
             if k.startswith(src):
-                stats.setdefault(dst + k[len(src):], t)
+                stats.setdefault(dst + k[len(src) :], t)
     return stats
 
 
@@ -492,11 +638,18 @@ def resolve_vlm(folder: Path, name: str, vlm_path: str = "") -> Path:
     except Exception as e:
         raise FileNotFoundError(
             f"the VLM config/tokenizer {name!r} is not on this machine: download it (`huggingface-cli download "
-            f"{name} --exclude '*.safetensors'`) and set vlm_path, or put it in {folder / 'vlm'}") from e
+            f"{name} --exclude '*.safetensors'`) and set vlm_path, or put it in {folder / 'vlm'}"
+        ) from e
 
 
-def load_smolvla(folder: str | Path, *, vlm_path: str = "", cameras: list[str] | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SmolVLAModel:
+def load_smolvla(
+    folder: str | Path,
+    *,
+    vlm_path: str = "",
+    cameras: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> SmolVLAModel:
     """Load a local LeRobot SmolVLA policy folder (``huggingface-cli download lerobot/smolvla_base --local-dir D``)."""
     from safetensors.torch import load_file
 
@@ -517,8 +670,9 @@ def load_smolvla(folder: str | Path, *, vlm_path: str = "", cameras: list[str] |
     unexpected = [k for k in weights if k not in own and not k.startswith(("normalize_", "unnormalize_"))]
     missing = [k for k in own if k not in sd]
     if [k for k in missing if not k.endswith("lm_head.weight")] or unexpected:
-        raise ValueError(f"{folder}: weights do not match the SmolVLA layout: missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}")
+        raise ValueError(
+            f"{folder}: weights do not match the SmolVLA layout: missing {missing[:8]}, unexpected {unexpected[:8]}"
+        )
     model.load_state_dict(sd, strict=False)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -529,6 +683,7 @@ def lerobot_policy(folder: str | Path) -> Any:
     try:
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy  # type: ignore[import-not-found]
     except Exception as e:
-        raise ImportError(f"lerobot's SmolVLA cannot be imported here ({type(e).__name__}: {e}); see "
-                          f"methods/smolvla/README.md") from e
+        raise ImportError(
+            f"lerobot's SmolVLA cannot be imported here ({type(e).__name__}: {e}); see methods/smolvla/README.md"
+        ) from e
     return SmolVLAPolicy.from_pretrained(str(folder))
