@@ -87,9 +87,9 @@ test:
 	$(BIN)/python -m pytest -q $(ARGS)
 
 # Reference teacher: behaviour cloning on the suite's expert demos (resumable; rerun to continue).
-HEAD ?= flow
+HEAD ?=
 teacher: setup
-	$(BIN)/python -m methods.reference.train --suite $(SUITE) --head $(HEAD) $(ARGS)
+	$(BIN)/python -m methods.reference.train --suite $(SUITE) $(if $(HEAD),--head $(HEAD)) $(ARGS)
 
 # Expert demonstrations, dispatched by SUITE to suites/<folder>/demos.py (SUITE=driving -> python -m suites.driving.demos).
 demos: setup

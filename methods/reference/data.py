@@ -95,6 +95,69 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
     return out
 
 
+def collect_dagger_episodes(suite: Suite, policy: Any, per_task: int, *, beta: float = 0.0, start: int = 0,
+                            progress: bool = True, tasks: list | None = None, store_size: int | None = None,
+                            min_frames: int = 8) -> tuple[list[Episode], dict[str, Any]]:
+    """DAgger (Ross et al. 2011) with the suite's privileged expert as the labeller.
+
+    The learned ``policy`` drives (its chunk is replanned every ``n_execute`` steps; with probability ``beta``
+    per chunk the expert's action is executed instead); every visited state is labelled with the expert's clean
+    action. Episodes are kept whatever their outcome, up to the step where they ended (a crash included), so the
+    data covers the states the policy itself reaches. Seeds are training seeds (``train_seed(..., start + i)``),
+    never evaluation seeds. Returns the episodes and counts (policy success rate on these training seeds).
+    """
+    from tqdm import tqdm
+
+    eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
+    expert = suite.expert()
+    out: list[Episode] = []
+    stats = {"episodes": 0, "policy_successes": 0, "frames": 0, "expert_chunks": 0, "chunks": 0}
+    task_list = tasks if tasks is not None else suite.tasks()
+    bar = tqdm(total=per_task * len(task_list), desc=f"dagger {suite.suite_id}", disable=not progress)
+    for task in task_list:
+        env = suite.make_env(task, privileged=True)
+        for i in range(start, start + per_task):
+            seed = train_seed(suite.suite_id, task.name, i)
+            if seed in eval_seeds:
+                continue
+            spec = EpisodeSpec(f"{task.name}/dagger{i:04d}", task, 200000 + i, seed, suite.max_steps(task))
+            rng = np.random.default_rng(seed)
+            obs, info = env.reset(seed=seed, options={"episode": spec})
+            expert.reset(task, seed)
+            policy.reset(task, seed)
+            imgs: dict[str, list] = {c: [] for c in obs["images"]}
+            prop, acts, texts = [], [], []
+            success, steps, queue, term, trunc = False, 0, [], False, False
+            while steps < spec.max_steps and not success and not (term or trunc):
+                label = expert.infer(obs)
+                if not queue:
+                    stats["chunks"] += 1
+                    use_expert = rng.random() < beta
+                    stats["expert_chunks"] += int(use_expert)
+                    src = label if use_expert else policy.infer(obs)
+                    queue = list(src.executed())
+                for c, im in obs["images"].items():
+                    imgs[c].append(_shrink(im, store_size))
+                prop.append(np.asarray(obs["proprio"], np.float32))
+                acts.append(np.asarray(label.actions[0], np.float32))
+                texts.append(str(label.extras.get("text", "")))
+                a = np.asarray(queue.pop(0), np.float32)
+                lo, hi = env.action_space.low, env.action_space.high
+                obs, _, term, trunc, info = env.step(np.clip(a, lo, hi).astype(env.action_space.dtype))
+                steps += 1
+                success = bool(info.get("success", False))
+            stats["episodes"] += 1
+            stats["policy_successes"] += int(success)
+            if len(acts) >= min_frames:
+                out.append(Episode({c: np.stack(v) for c, v in imgs.items()}, np.stack(prop), np.stack(acts),
+                                   task.instruction, texts if any(texts) else None, task.name))
+                stats["frames"] += len(acts)
+            bar.update(1)
+        env.close()
+    bar.close()
+    return out, stats
+
+
 def _as_episode(ep: Any) -> Episode:
     if isinstance(ep, Episode):
         return ep
@@ -227,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dart", type=float, default=0.0)
     ap.add_argument("--size", type=int, default=0, help="store images at this size (integer downsampling)")
     ap.add_argument("--start", type=int, default=0, help="first training-seed index (add seeds to an earlier part)")
+    ap.add_argument("--dagger", default=None, metavar="CHECKPOINT",
+                    help="DAgger: the reference checkpoint folder that drives; the expert labels (see collect_dagger_episodes)")
+    ap.add_argument("--beta", type=float, default=0.0, help="DAgger: probability that a chunk is the expert's")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     suite = make_suite(args.suite)
@@ -234,6 +300,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks:
         a, b = (int(x) for x in args.tasks.split("-"))
         tasks = tasks[a:b + 1]
+    if args.dagger:
+        torch.set_num_threads(1)  # 2 threads beside a simulator and other jobs were ~10x slower per infer here
+        from harness.interfaces import DataSource
+        from harness.plugins import make_method
+
+        method = make_method("reference")
+        cfg = method.config(suite.suite_id, overrides={"checkpoint": args.dagger})
+        policy = method.distill(None, DataSource(suite, Path(__file__).resolve().parents[2] / ".cache"), cfg)
+        eps, stats = collect_dagger_episodes(suite, policy, args.per_task, beta=args.beta, start=args.start,
+                                             tasks=tasks, store_size=args.size or None)
+        print(f"DAgger with {args.dagger} (beta {args.beta}): {stats}")
+        Path(args.out).with_suffix(".json").write_text(json.dumps({
+            "kind": "dagger", "checkpoint": args.dagger, "beta": args.beta, "start": args.start,
+            "per_task": args.per_task, "stats": stats}, indent=1))
+        save_episodes(eps, Path(args.out))
+        print(f"{len(eps)} episodes, {sum(len(e.actions) for e in eps)} frames -> {args.out}")
+        return 0
     eps = collect_expert_episodes(suite, args.per_task, dart_noise=args.dart, tasks=tasks,
                                   store_size=args.size or None, start=args.start)
     save_episodes(eps, Path(args.out))

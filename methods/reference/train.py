@@ -74,9 +74,18 @@ def _suite_episodes(suite, cache: Path, cfg: TrainConfig, log):
 def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool):
     parts = sorted(cache.glob("demos_part*.npz"))
     if parts:
-        eps = [e for p in parts for e in load_episodes(p)]
-        log(f"[teacher] {len(eps)} expert episodes from {len(parts)} part files in {cache}")
-        return eps, "expert roll-outs from training seeds (python -m methods.reference.data)"
+        eps, kinds = [], []
+        for p in parts:
+            got = load_episodes(p)
+            eps += got
+            side = p.with_suffix(".json")  # DAgger parts carry a sidecar: which checkpoint drove, beta, counts
+            info = json.loads(side.read_text()) if side.exists() else {"kind": "expert"}
+            kinds.append(f"{p.name}: {len(got)} " + (
+                f"DAgger episodes (driven by {info['checkpoint']}, beta {info['beta']}, labelled by the expert; "
+                f"policy success {info['stats']['policy_successes']}/{info['stats']['episodes']})"
+                if info.get("kind") == "dagger" else "expert roll-outs"))
+        log(f"[teacher] {len(eps)} episodes from {len(parts)} part files in {cache}: " + "; ".join(kinds))
+        return eps, ("training seeds only (python -m methods.reference.data): " + "; ".join(kinds))
     path = cache / "demos.npz"
     if path.exists():
         eps = load_episodes(path)
@@ -218,7 +227,8 @@ def _warm_start(model: ReferenceVLA, src: Path, log) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True)
-    ap.add_argument("--head", default="flow", choices=["flow", "regression", "discrete"])
+    ap.add_argument("--head", default=None, choices=["flow", "regression", "discrete"],
+                    help="default: the head the suite's teacher uses (configs/default.yaml, per_suite)")
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this invocation")
     ap.add_argument("--steps", type=int, default=None, help="total steps (schedule length)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS_TRAIN", "2")))
@@ -243,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     suite = make_suite(args.suite)
+    if args.head is None:
+        from harness.plugins import make_method
+
+        args.head = make_method("reference").config(suite.suite_id).head
     raw = preset_for(suite.suite_id)
     for kv in args.set:
         k, v = kv.split("=", 1)
