@@ -164,3 +164,29 @@ def test_training_runs_and_resumes(tmp_path):
     assert init["step"] == 4 and init["tensors_copied"] > 10 and init["kept_fresh"] == []
     with pytest.raises(SystemExit, match="neither a training state"):
         train.main(warm + ["--fresh", "--steps", "2", "--init", str(tmp_path / "nowhere")])
+
+
+def test_dagger_policy_drives_and_expert_labels(tmp_path):
+    """DAgger episodes: the learned policy's actions are executed, every frame's label is the expert's action."""
+    from harness.interfaces import DataSource
+    from methods.reference.data import collect_dagger_episodes, train_seed
+
+    suite = make_suite("mock-v1")
+    method = make_method("reference")
+    policy = method.distill(None, DataSource(suite, tmp_path), method.config("mock-v1"))
+    tasks = suite.tasks()[:2]
+    eps, stats = collect_dagger_episodes(suite, policy, 2, start=500, tasks=tasks, progress=False, min_frames=1)
+    assert stats["episodes"] == 4 and stats["expert_chunks"] == 0 and stats["chunks"] > 0
+    assert len(eps) == 4 and {e.task for e in eps} == {t.name for t in tasks}
+    eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
+    assert not {train_seed("mock-v1", t.name, i) for t in tasks for i in (500, 501)} & eval_seeds
+    # relabel the first episode's first frame with a fresh expert: the stored label is the expert's action
+    env = suite.make_env(tasks[0], privileged=True)
+    seed = train_seed("mock-v1", tasks[0].name, 500)
+    from harness.interfaces import EpisodeSpec
+
+    obs, _ = env.reset(seed=seed, options={"episode": EpisodeSpec("x/0", tasks[0], 0, seed, suite.max_steps(tasks[0]))})
+    expert = suite.expert()
+    expert.reset(tasks[0], seed)
+    np.testing.assert_allclose(eps[0].actions[0], expert.infer(obs).actions[0], rtol=1e-6, atol=1e-6)
+    env.close()
