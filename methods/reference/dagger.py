@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--size", type=int, default=64, help="stored image size (as the expert roll-outs)")
     ap.add_argument("--seed-base", type=int, default=1000, help="training-seed index of round 1 (+100 per round)")
+    ap.add_argument("--demos", default="collected", choices=["collected", "all"],
+                    help="training data: part files only (driving) or the suite's recorded demos + parts (LIBERO)")
     args = ap.parse_args(argv)
 
     py = sys.executable
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
               "--start", str(start), "--size", str(args.size), "--dagger", str(frozen), "--beta", str(args.beta),
               "--out", str(out)], log)
         collected = json.loads(out.with_suffix(".json").read_text())["stats"]
-        _run([py, "-m", "methods.reference.train", "--suite", args.suite, "--head", args.head, "--demos", "collected",
+        _run([py, "-m", "methods.reference.train", "--suite", args.suite, "--head", args.head, "--demos", args.demos,
               "--fresh", "--init", str(work / f"state{k - 1}"), "--steps", str(args.steps), "--minutes", "120",
               "--threads", "1", "--set", f"lr={args.lr}", "--set", "warmup=50", "--set", "eval_every=500",
               "--set", "save_every=250"], log)

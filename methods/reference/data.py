@@ -63,7 +63,8 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
                 continue  # never train on an evaluation seed
             spec = EpisodeSpec(f"{task.name}/train{i:04d}", task, 100000 + i, seed, suite.max_steps(task))
             rng = np.random.default_rng(seed)
-            obs, info = env.reset(seed=seed, options={"episode": spec})
+            # placement_seed: suites with fixed evaluation init states (LIBERO) sample a fresh placement instead
+            obs, info = env.reset(seed=seed, options={"episode": spec, "placement_seed": seed})
             expert.reset(task, seed)
             imgs: dict[str, list] = {c: [] for c in obs["images"]}
             prop, acts, texts = [], [], []
@@ -116,13 +117,17 @@ def collect_dagger_episodes(suite: Suite, policy: Any, per_task: int, *, beta: f
     bar = tqdm(total=per_task * len(task_list), desc=f"dagger {suite.suite_id}", disable=not progress)
     for task in task_list:
         env = suite.make_env(task, privileged=True)
+        if getattr(env, "render_images", True) is False:  # LIBERO skips rendering for the privileged expert
+            env.close()
+            env = suite.make_env(task, privileged=True, render=True)
         for i in range(start, start + per_task):
             seed = train_seed(suite.suite_id, task.name, i)
             if seed in eval_seeds:
                 continue
             spec = EpisodeSpec(f"{task.name}/dagger{i:04d}", task, 200000 + i, seed, suite.max_steps(task))
             rng = np.random.default_rng(seed)
-            obs, info = env.reset(seed=seed, options={"episode": spec})
+            # placement_seed: suites with fixed evaluation init states (LIBERO) sample a fresh placement instead
+            obs, info = env.reset(seed=seed, options={"episode": spec, "placement_seed": seed})
             expert.reset(task, seed)
             policy.reset(task, seed)
             imgs: dict[str, list] = {c: [] for c in obs["images"]}

@@ -109,6 +109,12 @@ def get_episodes(suite, cfg: TrainConfig, cache: Path, log, source: str = "auto"
         return got
     if source == "collected":
         return _collected_episodes(suite, cache, cfg, log, collect=True)
+    if source == "all":  # the suite's recorded demos + every part file (e.g. DAgger rounds on top of LIBERO demos)
+        got = _suite_episodes(suite, cache, cfg, log)
+        if got is None:
+            raise SystemExit(f"{suite.suite_id} has no demonstrations; run `make demos SUITE={suite.suite_id}`")
+        more = _collected_episodes(suite, cache, cfg, log, collect=False)
+        return (got[0] + more[0], f"{got[1]} + {more[1]}") if more else got
     first = None
     for get in (lambda: _suite_episodes(suite, cache, cfg, log),
                 lambda: _collected_episodes(suite, cache, cfg, log, collect=False)):
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     ap.add_argument("--state-dir", default=None, help="default: .cache/reference/<suite>[@head]")
     ap.add_argument("--out", default=None, help="default: methods/reference/checkpoints/<suite>[@head]")
-    ap.add_argument("--demos", default="auto", choices=["auto", "suite", "collected"],
+    ap.add_argument("--demos", default="auto", choices=["auto", "suite", "collected", "all"],
                     help="data source (auto: the saved state's, else the suite's demos, else roll-outs made here)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="override a TrainConfig field")
     ap.add_argument("--init", default=None, metavar="DIR",
