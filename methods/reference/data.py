@@ -30,6 +30,20 @@ def train_seed(suite_id: str, task_name: str, i: int) -> int:
     return derive_seed(suite_id, "reference-train", task_name, i)
 
 
+def evaluation_seeds(suite: Suite) -> set[int]:
+    """Every seed any of the suite's evaluation profiles uses: training roll-outs skip them."""
+    return {e.seed for p in suite.profiles() for e in suite.episodes(p)}
+
+
+def _open_labelled_env(suite: Suite, task: Any) -> Any:
+    """A privileged env (the expert reads its state) that still renders the policy's cameras."""
+    env = suite.make_env(task, privileged=True)
+    if getattr(env, "render_images", True) is False:  # LIBERO skips rendering for the privileged expert
+        env.close()
+        env = suite.make_env(task, privileged=True, render=True)
+    return env
+
+
 def _shrink(img: np.ndarray, size: int | None) -> np.ndarray:
     """Area-downsample a uint8 (H, W, 3) image by an integer factor to ``size`` (no-op when None/equal)."""
     if not size or img.shape[0] == size:
@@ -49,12 +63,12 @@ def collect_expert_episodes(suite: Suite, per_task: int, *, dart_noise: float = 
     """
     from tqdm import tqdm
 
-    eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
+    eval_seeds = evaluation_seeds(suite)
     expert = suite.expert()
     out: list[Episode] = []
     bar = tqdm(total=per_task * len(tasks if tasks is not None else suite.tasks()), desc=f"demos {suite.suite_id}", disable=not progress)
     for task in tasks if tasks is not None else suite.tasks():
-        env = suite.make_env(task, privileged=True)
+        env = _open_labelled_env(suite, task)
         got, i = 0, start
         while got < per_task and i < start + per_task * max_tries:
             seed = train_seed(suite.suite_id, task.name, i)
@@ -109,17 +123,14 @@ def collect_dagger_episodes(suite: Suite, policy: Any, per_task: int, *, beta: f
     """
     from tqdm import tqdm
 
-    eval_seeds = {e.seed for p in ("full", "quick", "smoke") for e in suite.episodes(p)}
+    eval_seeds = evaluation_seeds(suite)
     expert = suite.expert()
     out: list[Episode] = []
     stats = {"episodes": 0, "policy_successes": 0, "frames": 0, "expert_chunks": 0, "chunks": 0}
     task_list = tasks if tasks is not None else suite.tasks()
     bar = tqdm(total=per_task * len(task_list), desc=f"dagger {suite.suite_id}", disable=not progress)
     for task in task_list:
-        env = suite.make_env(task, privileged=True)
-        if getattr(env, "render_images", True) is False:  # LIBERO skips rendering for the privileged expert
-            env.close()
-            env = suite.make_env(task, privileged=True, render=True)
+        env = _open_labelled_env(suite, task)
         for i in range(start, start + per_task):
             seed = train_seed(suite.suite_id, task.name, i)
             if seed in eval_seeds:
