@@ -190,3 +190,41 @@ def test_dagger_policy_drives_and_expert_labels(tmp_path):
     expert.reset(tasks[0], seed)
     np.testing.assert_allclose(eps[0].actions[0], expert.infer(obs).actions[0], rtol=1e-6, atol=1e-6)
     env.close()
+
+
+def test_keypoint_tokens_follow_a_bright_spot_and_extend_the_vision_span():
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY, "keypoints": 8, "kp_per_token": 4})
+    m = ReferenceVLA(cfg).eval()
+    images, text, proprio, _ = _batch(1)
+    state = m.embed_prefix(images, text, proprio)
+    s, e = state.spans.vision["top"]
+    assert e - s == cfg.grid ** 2 + 2 and m.patch_grid == cfg.grid
+    # make keypoint 0 a brightness detector: its expected x moves right with a white dot on a black image
+    stem = m.stem
+    with torch.no_grad():
+        stem.net[0].weight.zero_(); stem.net[0].bias.zero_(); stem.net[0].weight[:, :, 1, 1] = 1.0
+        stem.kp_conv.weight.zero_(); stem.kp_conv.bias.zero_(); stem.kp_conv.weight[0] = 1.0
+        stem.kp_log_temp.fill_(3.0)
+        xs = []
+        for col in (4, 16, 28):
+            img = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
+            img[0, 14:18, col - 2:col + 2] = 255
+            f = stem.net[:-1](img.float().div(127.5).sub(1).permute(0, 3, 1, 2))
+            att = (stem.kp_conv(f).flatten(2) * stem.kp_log_temp.exp()).softmax(-1).view(1, 8, *f.shape[-2:])
+            xs.append(float((att[0, 0].sum(0) * torch.linspace(-1, 1, f.shape[-1])).sum()))
+    assert xs[0] < -0.4 and abs(xs[1]) < 0.2 and xs[2] > 0.4, xs
+
+
+def test_warm_start_from_a_grid_only_model_keeps_every_shared_tensor(tmp_path):
+    from methods.reference.train import _warm_start
+
+    torch.manual_seed(0)
+    src = ReferenceVLA(ModelConfig(**{**TINY, "head": "regression"}))
+    tok = WordTokenizer.train(["pick the red block"])
+    ckpt.export(src, tok, None, tmp_path / "src", extra={"suite": "x"})
+    dst = ReferenceVLA(ModelConfig(**{**TINY, "head": "regression", "keypoints": 8, "kp_per_token": 4}))
+    info = _warm_start(dst, tmp_path / "src", lambda s: None)
+    assert sorted(info["kept_fresh"]) == sorted(["kp_pos", "stem.kp_conv.weight", "stem.kp_conv.bias",
+                                                 "stem.kp_log_temp", "stem.kp_proj.weight", "stem.kp_proj.bias"])
+    torch.testing.assert_close(dst.blocks[2].qkv.weight, src.blocks[2].qkv.weight.half().float())

@@ -149,3 +149,18 @@ def test_variants_parse_keep_ratio():
         make_method("fastv@keep1.5").config("mock-v1")
     with pytest.raises(Exception):
         make_method("fastv@keep")
+
+
+def test_vla_cache_always_recomputes_keypoint_tokens():
+    torch.manual_seed(0)
+    tok = WordTokenizer.train([TASK.instruction])
+    model = ReferenceVLA(ModelConfig(**CFG, vocab_size=len(tok), keypoints=8, kp_per_token=4)).eval()
+    t = ReferencePolicy(model, tok, None, {"files": {}}, ReferenceConfig(n_execute=2))
+    pol = VLACachePolicy(t, VLACacheConfig(keep_ratio=0.0, relevant_ratio=0.0), "vla_cache")
+    pol.reset(TASK, 7)
+    obs = make_obs(5)
+    pol.infer(obs)
+    second = pol.infer(obs)
+    # 2 cameras x (16 patch tokens + 2 keypoint tokens): only the 32 patch tokens are reusable
+    assert second.extras["tokens_reused"] == 32 and second.extras["vision_tokens_recomputed"] == 4
+    np.testing.assert_allclose(second.actions, calls(t, [obs, obs], seed=7)[1].actions, atol=1e-5)

@@ -57,12 +57,19 @@ def teacher_id(teacher: Any) -> str:
 # --------------------------------------------------------------------------------------------------
 # data: the suite's demonstrations (data.demos()), as flat frames with text ids
 # --------------------------------------------------------------------------------------------------
-def get_episodes(data: Any, cfg: ActDistillConfig) -> tuple[list, str]:
-    """data.demos() (the suite's expert demos). Suites without recorded demos (mock): the demos the reference
-    teacher was trained on (.cache/reference/<suite>/), else expert roll-outs from training seeds (cached)."""
+def get_episodes(data: Any, cfg: ActDistillConfig, teacher: Any = None) -> tuple[list, str]:
+    """The demos a reference teacher was trained on (matched by its manifest's data hash). Without a manifest:
+    data.demos() (the suite's expert demos); suites without recorded demos (mock): the reference teacher's
+    demos (.cache/reference/<suite>/), else expert roll-outs from training seeds (cached)."""
     from methods.reference.data import collect_expert_episodes, episodes_from_suite, load_episodes, save_episodes
 
     suite = data.suite
+    manifest = getattr(teacher, "manifest", None) or {}
+    if (manifest.get("data") or {}).get("hash"):
+        from methods.reference.train import teacher_episodes
+
+        eps, src, _ = teacher_episodes(suite, manifest, _log)
+        return eps, src
     try:
         return episodes_from_suite(suite), "suite.demonstrations()"
     except (NotImplementedError, ImportError, FileNotFoundError) as e:
@@ -250,7 +257,7 @@ def build_router(model: ReferenceVLA, cfg: ActDistillConfig, importance: torch.T
 
 def train_student(teacher: Any, data: Any, cfg: ActDistillConfig, progress: bool = True) -> Path:
     """Returns the artifact folder (trained now, or found in the cache)."""
-    episodes, source = get_episodes(data, cfg)
+    episodes, source = get_episodes(data, cfg, teacher)
     dhash = data_hash(episodes)
     tid = teacher_id(teacher)
     key = _digest({"teacher": tid, "data": dhash, "config": cfg.to_dict()})

@@ -45,6 +45,10 @@ class ModelConfig:
     image_size: int = 64  # every camera image is resized to this square before the stem
     stem_channels: list[int] = field(default_factory=lambda: [32, 64])  # stride-2 convs before the token conv
     grid: int = 8  # tokens per camera = grid * grid (adaptive average pool of the stem's output)
+    # spatial-softmax keypoints per camera, read off the stem's last stride-2 feature map before pooling (sub-cell
+    # xy precision the pooled grid lacks); packed kp_per_token to a token. 0 = none (checkpoints before 2026-11-23 s3)
+    keypoints: int = 0
+    kp_per_token: int = 4
     proprio_dim: int = 2
     action_dim: int = 2
     chunk: int = 8  # actions per chunk
@@ -209,9 +213,15 @@ class ExpertBlock(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """uint8 images (B,H,W,3) -> (B, grid*grid, width) tokens: stride-2 convs + GroupNorm + GELU."""
+    """Images (B,3,H,W) -> (B, grid*grid [+ keypoints/kp_per_token], width) tokens.
 
-    def __init__(self, channels: Sequence[int], width: int, grid: int):
+    Stride-2 convs + GroupNorm + GELU, a last stride-2 conv to ``width`` channels, average-pooled to ``grid`` x
+    ``grid`` cells (one token each). With ``keypoints`` K > 0, a 1x1 conv on the feature map before the last conv
+    gives K heat maps; their spatial softmax's expected (x, y) in [-1, 1] (the feasibility probe's keypoints,
+    Levine et al. 2016) are packed ``kp_per_token`` to a token by a linear layer.
+    """
+
+    def __init__(self, channels: Sequence[int], width: int, grid: int, keypoints: int = 0, kp_per_token: int = 4):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -221,12 +231,34 @@ class ConvStem(nn.Module):
         layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1)]
         self.net = nn.Sequential(*layers)
         self.grid = grid
+        self.keypoints = keypoints
+        if keypoints:
+            if keypoints % kp_per_token:
+                raise ValueError(f"keypoints ({keypoints}) must be a multiple of kp_per_token ({kp_per_token})")
+            self.kp_per_token = kp_per_token
+            self.kp_conv = nn.Conv2d(c_in, keypoints, 1)
+            self.kp_log_temp = nn.Parameter(torch.zeros(()))
+            self.kp_proj = nn.Linear(2 * kp_per_token, width)
+
+    @property
+    def n_kp_tokens(self) -> int:
+        return self.keypoints // self.kp_per_token if self.keypoints else 0
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = self.net(img)
+        f = self.net[:-1](img)
+        x = self.net[-1](f)
         if x.shape[-1] != self.grid or x.shape[-2] != self.grid:
             x = F.adaptive_avg_pool2d(x, self.grid)
-        return x.flatten(2).transpose(1, 2)
+        tok = x.flatten(2).transpose(1, 2)
+        if not self.keypoints:
+            return tok
+        b, _, h, w = f.shape
+        att = (self.kp_conv(f).flatten(2) * self.kp_log_temp.exp()).softmax(-1).view(b, self.keypoints, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=f.device, dtype=att.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=f.device, dtype=att.dtype)
+        kp = torch.stack([(att.sum(2) * xs).sum(-1), (att.sum(3) * ys).sum(-1)], dim=-1)  # (B, K, 2)
+        kp_tok = self.kp_proj(kp.reshape(b, self.n_kp_tokens, 2 * self.kp_per_token))
+        return torch.cat([tok, kp_tok], dim=1)
 
 
 def sinusoidal(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
@@ -258,8 +290,10 @@ class ReferenceVLA(nn.Module):
         self.cfg = cfg
         d, de = cfg.width, cfg.expert_width
         g2 = cfg.grid * cfg.grid
-        self.stem = ConvStem(cfg.stem_channels, d, cfg.grid)
+        self.stem = ConvStem(cfg.stem_channels, d, cfg.grid, cfg.keypoints, cfg.kp_per_token)
         self.vis_pos = nn.Parameter(torch.randn(len(cfg.cameras), g2, d) * 0.02)
+        if cfg.keypoints:  # separate parameter so grid-only checkpoints warm-start every other tensor
+            self.kp_pos = nn.Parameter(torch.randn(len(cfg.cameras), self.stem.n_kp_tokens, d) * 0.02)
         self.tok_embed = nn.Embedding(cfg.vocab_size, d)
         self.txt_pos = nn.Parameter(torch.randn(cfg.max_text_len, d) * 0.02)
         self.proprio_in = nn.Linear(cfg.proprio_dim, d)
@@ -300,6 +334,11 @@ class ReferenceVLA(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
+    @property
+    def patch_grid(self) -> int:
+        """Each camera's span starts with grid x grid patch tokens (row-major); keypoint tokens follow."""
+        return self.cfg.grid
+
     # ----- anatomy: layers -----
     @property
     def n_layers(self) -> int:
@@ -316,7 +355,9 @@ class ReferenceVLA(nn.Module):
         parts, spans_v = [], {}
         start = 0
         for ci, cam in enumerate(cfg.cameras):
-            tok = self.stem(prepare_images(images[cam], cfg.image_size)) + self.vis_pos[ci]
+            tok = self.stem(prepare_images(images[cam], cfg.image_size))
+            pos = self.vis_pos[ci] if not cfg.keypoints else torch.cat([self.vis_pos[ci], self.kp_pos[ci]])
+            tok = tok + pos
             parts.append(tok)
             spans_v[cam] = (start, start + tok.shape[1])
             start += tok.shape[1]

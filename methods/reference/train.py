@@ -128,6 +128,37 @@ def get_episodes(suite, cfg: TrainConfig, cache: Path, log, source: str = "auto"
     return first or _collected_episodes(suite, cache, cfg, log, collect=True)
 
 
+def teacher_episodes(suite, teacher_manifest: dict[str, Any], log) -> tuple[list, str, TrainConfig]:
+    """The demonstrations a reference teacher was trained on (matched by the data hash in its manifest), for
+    distillers. Tries the suite's demos, the part files in .cache/reference/<suite>/ and both together. When none
+    matches (e.g. a fresh clone has no DAgger parts), falls back to the first available source, says so loudly and
+    marks ``source`` with "NOT the teacher's data" (it ends up in every artifact manifest)."""
+    names = set(TrainConfig.__dataclass_fields__)
+    tcfg = TrainConfig(**{k: v for k, v in ((teacher_manifest.get("train") or {}).get("config") or {}).items()
+                          if k in names})
+    want = (teacher_manifest.get("data") or {}).get("hash")
+    cache = ROOT / ".cache" / "reference" / suite.suite_id
+    suite_got = _suite_episodes(suite, cache, tcfg, log)
+    parts_got = _collected_episodes(suite, cache, tcfg, log, collect=False)
+    cands = [g for g in (suite_got, parts_got) if g]
+    if suite_got and parts_got:
+        cands.append((suite_got[0] + parts_got[0], f"{suite_got[1]} + {parts_got[1]}"))
+    seen = []
+    for eps, src in cands:
+        h = data_hash(eps)
+        if want is None or h == want:
+            return eps, src, tcfg
+        seen.append(f"{src} (hash {h})")
+    if not cands:  # nothing recorded yet: roll the expert out from training seeds (cached)
+        eps, src = _collected_episodes(suite, cache, tcfg, log, collect=True)
+        return eps, f"{src} -- NOT the teacher's data (hash {want})", tcfg
+    eps, src = cands[0]
+    log(f"[data] WARNING: no data source of {suite.suite_id} matches the teacher's data hash {want}; tried "
+        f"{'; '.join(seen)}. Distilling on {src} instead: results are not comparable to a student of the same "
+        f"teacher distilled on its own data (rebuild that data as methods/reference/README.md says).")
+    return eps, f"{src} -- NOT the teacher's data (hash {want})", tcfg
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup

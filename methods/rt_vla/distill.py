@@ -38,12 +38,10 @@ def artifact_key(teacher_manifest: dict[str, Any], cfg: RTVLAConfig, extra: dict
 
 
 def load_teacher_demos(suite: Any, teacher_manifest: dict[str, Any], log: Callable[[str], None]):
-    """The demonstrations the teacher was trained on, loaded exactly as methods/reference/train.py does."""
-    from methods.reference.train import TrainConfig, get_episodes
+    """The demonstrations the teacher was trained on (methods.reference.train.teacher_episodes)."""
+    from methods.reference.train import teacher_episodes
 
-    tcfg = TrainConfig(**(teacher_manifest.get("train") or {}).get("config", {}))
-    episodes, source = get_episodes(suite, tcfg, ROOT / ".cache" / "reference" / suite.suite_id, log)
-    return episodes, source, tcfg
+    return teacher_episodes(suite, teacher_manifest, log)
 
 
 @torch.no_grad()

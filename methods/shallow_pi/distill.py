@@ -135,18 +135,10 @@ def distill_losses(student: ReferenceVLA, teacher: ReferenceVLA, layers: list[in
 
 
 def load_demos(suite: Any, teacher_manifest: dict[str, Any], log: Callable[[str], None]):
-    """The teacher's demonstrations, loaded exactly as methods/reference/train.py loads them."""
-    from methods.reference.train import TrainConfig, get_episodes
+    """The demonstrations the teacher was trained on (methods.reference.train.teacher_episodes)."""
+    from methods.reference.train import teacher_episodes
 
-    import inspect
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    tcfg = TrainConfig(**{k: v for k, v in ((teacher_manifest.get("train") or {}).get("config", {})).items() if k in names})
-    kw = {}
-    if "want_hash" in inspect.signature(get_episodes).parameters:  # pick the demos the teacher was trained on
-        kw["want_hash"] = (teacher_manifest.get("data") or {}).get("hash")
-    episodes, source = get_episodes(suite, tcfg, ROOT / ".cache" / "reference" / suite.suite_id, log, **kw)
-    return episodes, source, tcfg
+    return teacher_episodes(suite, teacher_manifest, log)
 
 
 @torch.no_grad()

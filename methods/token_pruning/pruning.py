@@ -226,10 +226,12 @@ class VLACachePolicy(TokenPolicy):
         reuse_mask = torch.zeros(n, dtype=torch.bool)
         n_static = 0
         if self.cache is not None and self.prev is not None:
-            grid = int(round(math.sqrt(next(e - s for s, e in spans.vision.values()))))
+            # patch tokens come first in each camera's span; tokens after grid*grid (e.g. the reference model's
+            # keypoint tokens) summarise the whole image and are always recomputed (similarity -1)
+            grid = getattr(m, "patch_grid", None) or int(math.isqrt(next(e - s for s, e in spans.vision.values())))
             sim = torch.full((n,), -1.0)
             for cam, (s, e) in spans.vision.items():
-                sim[s:e] = frame_similarity(self.prev[cam][0], images[cam][0], grid)
+                sim[s:s + grid * grid] = frame_similarity(self.prev[cam][0], images[cam][0], grid)
             static = vis & (sim >= cfg.sim_threshold)
             n_static = int(static.sum())
             cand = static & ~(self.relevant if self.relevant is not None else torch.zeros_like(static))
