@@ -2,7 +2,7 @@ from dataclasses import asdict, dataclass, field
 
 from harness.interfaces import MethodConfig
 
-INFERENCE_ONLY = ("n_execute", "stage")
+INFERENCE_ONLY = ("n_execute", "stage", "threads", "minutes", "save_every")
 
 
 @dataclass

@@ -2,8 +2,8 @@ from dataclasses import asdict, dataclass, field
 
 from harness.interfaces import MethodConfig
 
-#: config fields that change only inference, not the trained artifact
-INFERENCE_ONLY = ("generate_text", "n_execute", "text_max_len")
+#: config fields that are not part of the artifact identity (inference settings; wall budget and threads of training)
+INFERENCE_ONLY = ("generate_text", "n_execute", "text_max_len", "threads", "minutes", "save_every")
 
 
 @dataclass

@@ -290,8 +290,12 @@ def cli(method: str, argv: list[str] | None = None, doc: str = __doc__) -> int:
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--suite", required=True)
     ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. threads=1 (threads/minutes do not change the artifact's cache key)")
     a = ap.parse_args(argv)
-    built = build_policy(RunSpec(method=method, suite=a.suite, debug=a.debug))
+    from harness.cli import _parse_overrides
+
+    built = build_policy(RunSpec(method=method, suite=a.suite, debug=a.debug, overrides=_parse_overrides(a.set)))
     print(f"student ready: {built.policy.folder}")
     return 0
 
