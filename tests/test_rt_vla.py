@@ -81,3 +81,12 @@ def test_lam_reads_only_images_and_reports_codebook_usage():
     assert sum(report["code_usage"]) == report["pairs"] == 24
     assert set(report["dead_codes"]) == {i for i, c in enumerate(report["code_usage"]) if c == 0}
     assert 1.0 <= report["perplexity"] <= 8.0
+
+
+def test_spread_takes_frames_from_every_episode():
+    from methods.rt_vla.distill import spread
+
+    idx = np.arange(1000)
+    got = spread(idx, 10)
+    assert len(got) == 10 and got[0] == 0 and got[-1] == 999 and np.all(np.diff(got) >= 100)
+    np.testing.assert_array_equal(spread(idx[:5], 10), idx[:5])

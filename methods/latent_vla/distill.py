@@ -166,7 +166,7 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: LatentVLAConf
                            w_output=cfg.w_output, w_gt=cfg.w_gt, w_feature=cfg.w_feature, w_language=0.0,
                            steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, frame_stride=cfg.frame_stride,
                            max_frames=cfg.max_frames, threads=cfg.threads, minutes=cfg.minutes, seed=cfg.seed)
-        train_idx = train_all[:: cfg.frame_stride][: cfg.max_frames]
+        train_idx = rt.spread(train_all[:: cfg.frame_stride], cfg.max_frames)
         val_idx = np.nonzero(in_val)[0][:: cfg.frame_stride][:512]
         tb = Batcher(demos, teacher_policy.tok, None, mc, train_idx)
         vb = Batcher(demos, teacher_policy.tok, None, mc, val_idx if len(val_idx) else train_idx[:256])

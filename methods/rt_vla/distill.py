@@ -27,7 +27,7 @@ from methods.rt_vla.config import RTVLAConfig
 from methods.rt_vla.student import BOS, EOS, PAD, CompactStudent, StudentConfig, token_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: frames spread over all episodes (1 took the first max_frames)
 
 
 def artifact_key(teacher_manifest: dict[str, Any], cfg: RTVLAConfig, extra: dict | None = None) -> tuple[str, dict]:
@@ -35,6 +35,13 @@ def artifact_key(teacher_manifest: dict[str, Any], cfg: RTVLAConfig, extra: dict
              "data_hash": (teacher_manifest.get("data") or {}).get("hash"), "config": cfg.artifact_identity(),
              **(extra or {})}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12], ident
+
+
+def spread(idx: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``idx``, evenly spaced over all of it (every episode and task, not the first n frames)."""
+    if len(idx) <= n:
+        return idx
+    return idx[np.unique(np.linspace(0, len(idx) - 1, n).round().astype(np.int64))]
 
 
 def load_teacher_demos(suite: Any, teacher_manifest: dict[str, Any], log: Callable[[str], None]):
@@ -199,12 +206,12 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: RTVLAConfig, 
         val_eps = set((tman.get("data") or {}).get("val_episodes") or [])
         ep_of = demos.episode.numpy()
         in_val = np.isin(ep_of, list(val_eps)) if val_eps else (ep_of % 20 == 19)
-        train_idx = np.nonzero(~in_val)[0][:: cfg.frame_stride][: cfg.max_frames]
+        train_idx = spread(np.nonzero(~in_val)[0][:: cfg.frame_stride], cfg.max_frames)
         val_idx = np.nonzero(in_val)[0][:: max(1, cfg.frame_stride)][:512]
         lang_tok = teacher_policy.lang_tok if mc.lang_head else None
         tb = Batcher(demos, teacher_policy.tok, lang_tok, mc, train_idx)
         vb = Batcher(demos, teacher_policy.tok, lang_tok, mc, val_idx if len(val_idx) else train_idx[:256])
-        tkey = hashlib.sha256(f"{ident['teacher_sha256']}-{dhash}-{cfg.frame_stride}-{cfg.max_frames}".encode()).hexdigest()[:12]
+        tkey = hashlib.sha256(f"{ident['teacher_sha256']}-{dhash}-{cfg.frame_stride}-{cfg.max_frames}-v{ARTIFACT_VERSION}".encode()).hexdigest()[:12]
         targets = teacher_targets(teacher_policy, tb, tb.idx, Path(cache_dir) / f"targets-{suite.suite_id}-{tkey}.safetensors",
                                   progress, log)
         vtargets = teacher_targets(teacher_policy, vb, vb.idx,
