@@ -17,10 +17,14 @@ original ones, so a method always knows which camera patch / word a surviving to
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+import numpy as np
 import torch
+
+from harness.interfaces import ActionChunk, Policy, Task
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,58 @@ def check_keep(keep: torch.Tensor, state: PrefixState) -> None:
         raise ValueError("keep positions must be strictly increasing (token order is preserved)")
 
 
+class PrefixLayers:
+    """Mixin: :meth:`VLAAnatomy.forward_prefix` for a model that defines ``n_layers``,
+    ``_prefix_layer(i, x, pos, mask, need_attn, fill=None) -> (x, K, V, attn)`` (``pos``: original positions of
+    ``x``; ``fill = (K, V, slots)``: the layer's cached K/V of all tokens, ``x``'s written at ``slots``) and
+    ``_prefix_mask(state, k_ids, k_valid)`` (the attention mask of ``state``'s tokens over keys at original
+    positions ``k_ids`` (B, n_k) with key mask ``k_valid``)."""
+
+    def forward_prefix(self, state: PrefixState, *, skip: frozenset[int] | set[int] = frozenset(),
+                       hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
+                       need_attn: bool | set[int] = False, reuse: KVCache | None = None,
+                       reuse_mask: torch.Tensor | None = None) -> PrefixState:
+        """Run the layers not in ``skip``; after layer i, ``hooks[i](state)`` may return keep positions
+        (B, n_keep) into the current tokens (language/proprio must be kept; see :func:`check_keep`).
+
+        ``reuse``/``reuse_mask`` (VLA-Cache): ``reuse_mask`` (n_tokens,) bool marks original tokens whose
+        keys/values are taken from ``reuse`` (the previous step's cache) at every layer; only the other
+        tokens are computed. Not combinable with pruning hooks (the cache holds every token).
+        """
+        hooks = hooks or {}
+        all_ids = torch.arange(state.n_tokens, device=state.x.device)[None].expand(state.x.shape[0], -1)
+        if reuse is not None:
+            if hooks:
+                raise ValueError("KV reuse and token-pruning hooks cannot be combined")
+            if reuse_mask is None:
+                raise ValueError("reuse needs reuse_mask (True = reuse the cached K/V of that token)")
+            pos = torch.nonzero(~reuse_mask.bool().to(state.x.device), as_tuple=False).flatten()
+            state = state.select(pos[None].expand(state.x.shape[0], -1))
+        for i in range(self.n_layers):
+            if i in skip:
+                continue
+            want = need_attn if isinstance(need_attn, bool) else (i in need_attn)
+            fill = None
+            if reuse is not None:
+                kc, vc = reuse.layers[i]
+                fill = (kc, vc, state.ids[0])
+                mask = self._prefix_mask(state, all_ids, None)
+            else:
+                mask = self._prefix_mask(state, state.ids, state.valid)
+            x, k, v, w = self._prefix_layer(i, state.x, state.ids, mask, want, fill=fill)
+            state.x = x
+            state.kv[i] = (k, v)
+            state.kv_valid[i] = state.valid if reuse is None else None
+            if w is not None:
+                state.attn[i] = w
+            if i in hooks:
+                keep = hooks[i](state)
+                if keep is not None:
+                    check_keep(keep, state)
+                    state = state.select(keep)
+        return state
+
+
 def keep_top_vision(state: PrefixState, scores: torch.Tensor, keep_ratio: float | None = None,
                     n_keep_vision: int | None = None) -> torch.Tensor:
     """Keep positions: every non-vision token plus the highest-``scores`` (B, n) vision tokens.
@@ -165,6 +221,68 @@ class VLAAnatomy(Protocol):
     def sample_actions(self, state: PrefixState, noise: torch.Tensor | None = None, *,
                        skip: frozenset[int] | set[int] = frozenset(), steps: int | None = None,
                        need_attn: bool = False, attn_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor: ...
+
+
+class AnatomyPolicy(Policy):
+    """A :class:`VLAAnatomy` model as a Policy, with the helpers compression methods use (``model``, ``inputs(obs)``,
+    ``noise()``, ``postprocess(actions)``, ``n_execute``, ``flow_steps``, ``generate``). Subclasses define
+    ``encode_text``, ``inputs``, ``noise``, ``postprocess`` and, when ``generate``, ``commentary``."""
+
+    generate = False  # commentary from a language head
+
+    def __init__(self, model: Any, cfg: Any, *, n_execute: int, flow_steps: int | None):
+        self.model, self.cfg = model.eval(), cfg
+        self.n_execute = max(1, n_execute)
+        self.actions_per_call = float(self.n_execute)
+        self.flow_steps = flow_steps
+        self.calls = 0
+        self.gen = torch.Generator().manual_seed(0)
+        self._text: tuple[str, torch.Tensor] | None = None
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def reset(self, task: Task, seed: int) -> None:
+        self.task, self.calls = task, 0
+        self.gen = torch.Generator().manual_seed(int(seed))
+
+    @abstractmethod
+    def encode_text(self, instruction: str) -> torch.Tensor:
+        """(1, T) token ids of ``instruction``."""
+
+    @abstractmethod
+    def inputs(self, obs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """obs -> (images {cam: uint8 (1,H,W,3)}, text ids (1,T), proprio (1,P)) for ``model.embed_prefix``."""
+
+    @abstractmethod
+    def noise(self) -> torch.Tensor | None: ...
+
+    @abstractmethod
+    def postprocess(self, actions: torch.Tensor) -> np.ndarray:
+        """Model actions (1, chunk, A) -> the environment's actions (chunk, A)."""
+
+    def commentary(self, state: PrefixState) -> str:
+        raise NotImplementedError("generate=True needs commentary()")
+
+    def text_ids(self, instruction: str) -> torch.Tensor:
+        """(1, T) token ids of ``instruction`` (the last one is cached)."""
+        if self._text is None or self._text[0] != instruction:
+            self._text = (instruction, self.encode_text(instruction))
+        return self._text[1]
+
+    def infer(self, obs: dict[str, Any]) -> ActionChunk:
+        self.calls += 1
+        m = self.model
+        with torch.inference_mode():
+            state = m.forward_prefix(m.embed_prefix(*self.inputs(obs)))
+            actions = m.sample_actions(state, self.noise(), steps=self.flow_steps)
+            extras: dict[str, Any] = {"tokens_kept": int(state.n_tokens), "blocks_executed": m.n_layers}
+            if self.generate:
+                extras["text"] = self.commentary(state)
+        return ActionChunk(self.postprocess(actions), n_execute=self.n_execute, extras=extras)
+
+    def episode_stats(self) -> dict[str, Any]:
+        return {"infer_calls": self.calls}
 
 
 def frame_similarity(prev: torch.Tensor, cur: torch.Tensor, grid: int) -> torch.Tensor:

@@ -7,18 +7,11 @@ VLA-Cache / random pruning wrap it unchanged. See README.md for the weight mappi
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from harness.interfaces import DataSource, Method, Policy
-from methods.openvla.common import (
-    AdapterPolicy,
-    MissingCheckpointError,
-    probe_suite,
-    require_transformers,
-    resolve_checkpoint,
-)
+from methods.openvla.common import AdapterMethod, AdapterPolicy, probe_suite
 from methods.openvla.config import OpenVLAConfig
 
 ENV_VAR = "VLA_BENCH_OPENVLA_CHECKPOINT"
@@ -57,53 +50,45 @@ class OpenVLAPolicy(AdapterPolicy):
     pass
 
 
-class OpenVLAMethod(Method):
+class OpenVLAMethod(AdapterMethod, Method):
     name = "openvla"
     config_cls = OpenVLAConfig
-    variants: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"tiny": True}}
+    label, env_var = "OpenVLA", ENV_VAR
+    checkpoint_hint = (
+        "a local checkpoint: `huggingface-cli download openvla/openvla-7b --local-dir D` "
+        "(or a fine-tuned one, e.g. openvla/openvla-7b-finetuned-libero-object)"
+    )
 
-    def distill(self, teacher: Policy | None, data: DataSource, config: OpenVLAConfig) -> Policy:
-        require_transformers("openvla")
-        from methods.openvla.model import build_tiny, load_openvla
+    def tiny_model(self, suite: Any, config: OpenVLAConfig) -> Any:
+        from methods.openvla.model import build_tiny
 
-        suite = data.suite
-        if config.tiny:
-            shapes = probe_suite(suite)
-            camera = config.camera or shapes.cameras[0]
-            model = build_tiny(
-                action_dim=shapes.action_dim,
-                image_size=config.tiny_image_size,
-                texts=list(shapes.instructions),
-                seed=config.seed,
-                camera=camera,
-                layers=config.tiny_layers,
-                width=config.tiny_width,
-            )
-            print(
-                f"[openvla] tiny random-weight OpenVLA ({sum(p.numel() for p in model.parameters())} params) for "
-                f"{suite.suite_id}: exercises the pipeline, its success rate means nothing",
-                file=sys.stderr,
-            )
-        else:
-            path = resolve_checkpoint(config.checkpoint, ENV_VAR)
-            if not path:
-                raise MissingCheckpointError(
-                    f"openvla needs a local checkpoint: `huggingface-cli download openvla/openvla-7b --local-dir D` "
-                    f"(or a fine-tuned one, e.g. openvla/openvla-7b-finetuned-libero-object), then "
-                    f"`--set checkpoint=D` or `export {ENV_VAR}=D`; `openvla@tiny` runs a random tiny model instead"
-                )
-            folder = Path(path)
-            camera = config.camera or next(iter(getattr(suite, "cameras", ()) or ("image",)))
-            model = load_openvla(
-                folder,
-                unnorm_key=pick_unnorm_key(folder, config.unnorm_key, suite.suite_id)
-                if (folder / "config.json").exists()
-                else None,
-                camera=camera,
-                center_crop=config.center_crop,
-                device=data.device,
-                dtype=torch_dtype(config.dtype, data.device),
-            )
+        shapes = probe_suite(suite)
+        return build_tiny(
+            action_dim=shapes.action_dim,
+            image_size=config.tiny_image_size,
+            texts=list(shapes.instructions),
+            seed=config.seed,
+            camera=config.camera or shapes.cameras[0],
+            layers=config.tiny_layers,
+            width=config.tiny_width,
+        )
+
+    def load_model(self, path: str, data: DataSource, config: OpenVLAConfig) -> Any:
+        from methods.openvla.model import load_openvla
+
+        folder, suite = Path(path), data.suite
+        return load_openvla(
+            folder,
+            unnorm_key=pick_unnorm_key(folder, config.unnorm_key, suite.suite_id)
+            if (folder / "config.json").exists()
+            else None,
+            camera=config.camera or next(iter(getattr(suite, "cameras", ()) or ("image",))),
+            center_crop=config.center_crop,
+            device=data.device,
+            dtype=torch_dtype(config.dtype, data.device),
+        )
+
+    def policy(self, model: Any, config: OpenVLAConfig) -> Policy:
         if config.center_crop:
             model.center_crop = True
-        return OpenVLAPolicy(model, config, n_execute=config.n_execute, cameras=(camera,))
+        return OpenVLAPolicy(model, config, n_execute=config.n_execute, cameras=(model.camera,))

@@ -7,14 +7,17 @@ Nothing here imports transformers at module import time (plugins stay cheap)."""
 from __future__ import annotations
 
 import functools
+import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.interfaces import ActionChunk, Policy, Task
+from harness.anatomy import AnatomyPolicy
+from harness.interfaces import DataSource, Policy
 
 TRANSFORMERS_MIN = "4.50"  # SmolVLM, Dinov2WithRegisters and Siglip config classes
 
@@ -138,34 +141,16 @@ def probe_suite(suite: Any) -> SuiteShapes:
 # --------------------------------------------------------------------------------------------------
 # the policy wrapper
 # --------------------------------------------------------------------------------------------------
-class AdapterPolicy(Policy):
+class AdapterPolicy(AnatomyPolicy):
     """A real-checkpoint adapter as a Policy with the reference-policy helpers the compression methods use
-    (``methods/token_pruning``): ``model`` (a :class:`harness.anatomy.VLAAnatomy`), ``inputs(obs)``, ``noise()``,
-    ``postprocess(actions)``, ``n_execute``, ``flow_steps``, ``generate``."""
-
-    generate = False  # no language head
+    (``methods/token_pruning``); see :class:`harness.anatomy.AnatomyPolicy`."""
 
     def __init__(self, model: Any, cfg: Any, *, n_execute: int, flow_steps: int = 0, cameras: tuple[str, ...]):
-        self.model, self.cfg = model.eval(), cfg
+        super().__init__(model, cfg, n_execute=n_execute, flow_steps=flow_steps or None)
         self.cameras = cameras
-        self.n_execute = max(1, n_execute)
-        self.actions_per_call = float(self.n_execute)
-        self.flow_steps = flow_steps or None
-        self.calls = 0
-        self.gen = torch.Generator().manual_seed(0)
-        self._text: tuple[str, torch.Tensor] | None = None
 
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
-
-    def reset(self, task: Task, seed: int) -> None:
-        self.task, self.calls = task, 0
-        self.gen = torch.Generator().manual_seed(int(seed))
-
-    def text_ids(self, instruction: str) -> torch.Tensor:
-        if self._text is None or self._text[0] != instruction:
-            self._text = (instruction, self.model.encode_instruction(instruction))
-        return self._text[1]
+    def encode_text(self, instruction: str) -> torch.Tensor:
+        return self.model.encode_instruction(instruction)
 
     def inputs(self, obs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """obs -> (images {cam: uint8 (1,H,W,3)}, text ids (1,T), proprio (1,P)) on the CPU; the model moves them
@@ -196,17 +181,49 @@ class AdapterPolicy(Policy):
             a = np.clip(a, -self.cfg.clip, self.cfg.clip)
         return a
 
-    def infer(self, obs: dict[str, Any]) -> ActionChunk:
-        self.calls += 1
-        m = self.model
-        with torch.inference_mode():
-            state = m.forward_prefix(m.embed_prefix(*self.inputs(obs)))
-            actions = m.sample_actions(state, self.noise(), steps=self.flow_steps)
-        extras = {"tokens_kept": int(state.n_tokens), "blocks_executed": m.n_layers}
-        return ActionChunk(self.postprocess(actions), n_execute=self.n_execute, extras=extras)
 
-    def episode_stats(self) -> dict[str, Any]:
-        return {"infer_calls": self.calls}
+class AdapterMethod(ABC):
+    """Mixin (before :class:`Method`): ``distill`` of a real-checkpoint adapter (nothing is trained): ``@tiny``
+    builds a random tiny model for the suite (``tiny_model``), else the local checkpoint (``checkpoint`` or
+    ``env_var``) is loaded (``load_model``); ``policy`` wraps the model."""
+
+    name: ClassVar[str]
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"tiny": True}}
+    label: ClassVar[str]  # the model's name in messages
+    env_var: ClassVar[str]  # the environment variable naming the checkpoint folder
+    checkpoint_hint: ClassVar[str]  # "<name> needs ...": what to download
+
+    @abstractmethod
+    def tiny_model(self, suite: Any, config: Any) -> Any:
+        """A random tiny model for ``suite``."""
+
+    @abstractmethod
+    def load_model(self, path: str, data: DataSource, config: Any) -> Any:
+        """The checkpoint at ``path``."""
+
+    @abstractmethod
+    def policy(self, model: Any, config: Any) -> Policy:
+        """The model as this adapter's policy."""
+
+    def distill(self, teacher: Policy | None, data: DataSource, config: Any) -> Policy:
+        require_transformers(self.name)
+        suite = data.suite
+        if config.tiny:
+            model = self.tiny_model(suite, config)
+            print(
+                f"[{self.name}] tiny random-weight {self.label} ({sum(p.numel() for p in model.parameters())} params) "
+                f"for {suite.suite_id}: exercises the pipeline, its success rate means nothing",
+                file=sys.stderr,
+            )
+        else:
+            path = resolve_checkpoint(config.checkpoint, self.env_var)
+            if not path:
+                raise MissingCheckpointError(
+                    f"{self.name} needs {self.checkpoint_hint}, then `--set checkpoint=D` or `export {self.env_var}=D`; "
+                    f"`{self.name}@tiny` runs a random tiny model instead"
+                )
+            model = self.load_model(path, data, config)
+        return self.policy(model, config)
 
 
 def word_tokenizer(texts: list[str], size: int, extra: tuple[str, ...] = ()) -> Any:

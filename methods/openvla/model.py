@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.anatomy import KVCache, PrefixState, TokenSpans, check_keep
+from harness.anatomy import PrefixLayers, PrefixState, TokenSpans
 from harness.interfaces import ConfigError
 from methods.openvla.common import attend, image_to_float, prefix_mask, require_transformers
 
@@ -207,7 +206,7 @@ def tower_specs(config: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(TIMM_TOWERS[i]) for i in ids]
 
 
-class OpenVLAModel(nn.Module):
+class OpenVLAModel(PrefixLayers, nn.Module):
     """OpenVLA with :class:`harness.anatomy.VLAAnatomy`. ``config`` is the checkpoint's ``config.json`` (dict)."""
 
     def __init__(
@@ -386,50 +385,12 @@ class OpenVLAModel(nn.Module):
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k, v, w
 
-    def forward_prefix(
-        self,
-        state: PrefixState,
-        *,
-        skip: frozenset[int] | set[int] = frozenset(),
-        hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
-        need_attn: bool | set[int] = False,
-        reuse: KVCache | None = None,
-        reuse_mask: torch.Tensor | None = None,
-    ) -> PrefixState:
-        """The Llama layers over the prefix (causal, on original positions); see harness.anatomy."""
-        hooks = hooks or {}
-        n_all = state.n_tokens
-        if reuse is not None:
-            if hooks:
-                raise ValueError("KV reuse and token-pruning hooks cannot be combined")
-            if reuse_mask is None:
-                raise ValueError("reuse needs reuse_mask (True = reuse the cached K/V of that token)")
-            pos = torch.nonzero(~reuse_mask.bool().to(state.x.device), as_tuple=False).flatten()
-            state = state.select(pos[None].expand(state.x.shape[0], -1))
-        all_ids = torch.arange(n_all, device=state.x.device)[None].expand(state.x.shape[0], -1)
-        for i in range(self.n_layers):
-            if i in skip:
-                continue
-            want = need_attn if isinstance(need_attn, bool) else (i in need_attn)
-            fill = None
-            if reuse is not None:
-                kc, vc = reuse.layers[i]
-                fill = (kc, vc, state.ids[0])
-                mask = prefix_mask(state.ids, all_ids, None, causal=True)
-            else:
-                mask = prefix_mask(state.ids, state.ids, state.valid, causal=True)
-            x, k, v, w = self._layer(i, state.x, state.ids, mask, want, fill=fill)
-            state.x = x
-            state.kv[i] = (k, v)
-            state.kv_valid[i] = state.valid if reuse is None else None
-            if w is not None:
-                state.attn[i] = w
-            if i in hooks:
-                keep = hooks[i](state)
-                if keep is not None:
-                    check_keep(keep, state)
-                    state = state.select(keep)
-        return state
+    _prefix_layer = _layer  # forward_prefix: harness.anatomy.PrefixLayers
+
+    def _prefix_mask(self, state: PrefixState, k_ids: torch.Tensor, k_valid: torch.Tensor | None
+                     ) -> torch.Tensor | None:
+        """The Llama layers over the prefix: causal on original positions."""
+        return prefix_mask(state.ids, k_ids, k_valid, causal=True)
 
     # ----- action decoding -----
     def _logits(self, h: torch.Tensor) -> torch.Tensor:

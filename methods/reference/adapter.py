@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.interfaces import ActionChunk, DataSource, Method, Policy, Task
+from harness.anatomy import AnatomyPolicy, PrefixState
+from harness.interfaces import DataSource, Method, Policy
 from methods.reference import checkpoint as ckpt
 from methods.reference.config import ReferenceConfig
 from methods.reference.model import ReferenceVLA, WordTokenizer
@@ -17,35 +18,20 @@ class MissingCheckpointError(FileNotFoundError):
     pass
 
 
-class ReferencePolicy(Policy):
+class ReferencePolicy(AnatomyPolicy):
     """The reference VLA as a Policy. Compression methods reach the model through ``.model`` (the anatomy,
     :mod:`harness.anatomy`) and turn observations into its inputs with :meth:`inputs`."""
 
     def __init__(self, model: ReferenceVLA, tok: WordTokenizer, lang_tok: WordTokenizer | None,
                  manifest: dict[str, Any], cfg: ReferenceConfig):
-        self.model, self.tok, self.lang_tok, self.manifest, self.cfg = model.eval(), tok, lang_tok, manifest, cfg
         mc = model.cfg
-        self.n_execute = max(1, min(cfg.n_execute, mc.chunk))
-        self.actions_per_call = float(self.n_execute)
-        self.flow_steps = cfg.flow_steps or mc.flow_steps
+        super().__init__(model, cfg, n_execute=min(cfg.n_execute, mc.chunk), flow_steps=cfg.flow_steps or mc.flow_steps)
+        self.tok, self.lang_tok, self.manifest = tok, lang_tok, manifest
         self.generate = bool(cfg.generate_text and mc.lang_head and lang_tok is not None)
-        self._text: torch.Tensor | None = None
-        self.calls = 0
-        self.gen = torch.Generator().manual_seed(0)
 
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
-
-    def reset(self, task: Task, seed: int) -> None:
-        self.task, self.calls = task, 0
-        self.gen = torch.Generator().manual_seed(int(seed))
-        self._text = None
-
-    def text_ids(self, instruction: str) -> torch.Tensor:
-        if self._text is None or self._instruction != instruction:
-            ids = self.tok.encode(instruction, self.model.cfg.max_text_len) or [1]
-            self._text, self._instruction = torch.tensor([ids], dtype=torch.long), instruction
-        return self._text
+    def encode_text(self, instruction: str) -> torch.Tensor:
+        ids = self.tok.encode(instruction, self.model.cfg.max_text_len) or [1]
+        return torch.tensor([ids], dtype=torch.long)
 
     def inputs(self, obs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """obs -> (images {cam: uint8 (1,H,W,3)}, text ids (1,T), proprio (1,P)) for ``model.embed_prefix``."""
@@ -65,20 +51,8 @@ class ReferencePolicy(Policy):
             a = np.clip(a, -self.cfg.clip, self.cfg.clip)
         return a
 
-    def infer(self, obs: dict[str, Any]) -> ActionChunk:
-        self.calls += 1
-        m = self.model
-        with torch.inference_mode():
-            state = m.forward_prefix(m.embed_prefix(*self.inputs(obs)))
-            actions = m.sample_actions(state, self.noise(), steps=self.flow_steps)
-            extras: dict[str, Any] = {"tokens_kept": int(state.n_tokens), "blocks_executed": m.n_layers}
-            if self.generate:
-                ids = m.generate_text(state, self.cfg.text_max_len or None)[0]
-                extras["text"] = self.lang_tok.decode(ids)
-        return ActionChunk(self.postprocess(actions), n_execute=self.n_execute, extras=extras)
-
-    def episode_stats(self) -> dict[str, Any]:
-        return {"infer_calls": self.calls}
+    def commentary(self, state: PrefixState) -> str:
+        return self.lang_tok.decode(self.model.generate_text(state, self.cfg.text_max_len or None)[0])
 
 
 class ReferenceMethod(Method):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -133,3 +136,32 @@ def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer)
         state.setdefault(int(pid), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta
+
+
+class StepLog:
+    """Bookkeeping after each step of a resumable training loop (``cfg``: steps, save_every, minutes): every 25
+    steps and at the last, the mean of each loss since the previous row goes to ``curve`` and ``bar``; ``save()``
+    every ``save_every`` steps; past ``minutes`` (> 0) ``save()``, close ``bar``, TimeoutError(``timeout(step)``)."""
+
+    def __init__(self, cfg: Any, curve: list[dict[str, Any]], bar: Any, t0: float, save: Callable[[], None],
+                 timeout: Callable[[int], str]):
+        self.cfg, self.curve, self.bar, self.t0, self.save, self.timeout = cfg, curve, bar, t0, save, timeout
+        self.acc: dict[str, list[float]] = {}
+
+    def __call__(self, step: int, losses: dict[str, torch.Tensor]) -> None:
+        """After step ``step`` (counted from 1) with these losses."""
+        cfg = self.cfg
+        for k, v in losses.items():
+            self.acc.setdefault(k, []).append(float(v.detach()))
+        if step % 25 == 0 or step == cfg.steps:
+            row = {"step": step, **{k: round(float(np.mean(v)), 5) for k, v in self.acc.items()}}
+            self.curve.append(row)
+            self.acc = {}
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"})
+        self.bar.update(1)
+        if step % cfg.save_every == 0 and step < cfg.steps:
+            self.save()
+        if cfg.minutes > 0 and time.time() - self.t0 > cfg.minutes * 60 and step < cfg.steps:
+            self.save()
+            self.bar.close()
+            raise TimeoutError(self.timeout(step))

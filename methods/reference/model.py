@@ -24,13 +24,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.anatomy import KVCache, PrefixState, TokenSpans, check_keep
+from harness.anatomy import PrefixLayers, PrefixState, TokenSpans
 
 # --------------------------------------------------------------------------------------------------
 # configuration
@@ -282,7 +282,7 @@ def prepare_images(images: torch.Tensor, size: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-class ReferenceVLA(nn.Module):
+class ReferenceVLA(PrefixLayers, nn.Module):
     """See the module docstring. Implements :class:`harness.anatomy.VLAAnatomy`."""
 
     def __init__(self, cfg: ModelConfig):
@@ -377,48 +377,15 @@ class ReferenceVLA(nn.Module):
         ids = torch.arange(n, device=x.device).expand(b, n)
         return PrefixState(x=x, ids=ids, spans=spans, valid=valid)
 
-    # ----- backbone -----
-    def forward_prefix(self, state: PrefixState, *, skip: frozenset[int] | set[int] = frozenset(),
-                       hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
-                       need_attn: bool | set[int] = False, reuse: KVCache | None = None,
-                       reuse_mask: torch.Tensor | None = None) -> PrefixState:
-        """Run the backbone blocks not in ``skip``; after block i, ``hooks[i](state)`` may return keep positions
-        (B, n_keep) into the current tokens (language/proprio must be kept; see :func:`check_keep`).
+    # ----- backbone (forward_prefix: harness.anatomy.PrefixLayers) -----
+    def _prefix_mask(self, state: PrefixState, k_ids: torch.Tensor, k_valid: torch.Tensor | None
+                     ) -> torch.Tensor | None:
+        """Bidirectional: only padded text keys are masked."""
+        return None if k_valid is None else k_valid[:, None, None, :]
 
-        ``reuse``/``reuse_mask`` (VLA-Cache): ``reuse_mask`` (n_tokens,) bool marks original tokens whose
-        keys/values are taken from ``reuse`` (the previous step's cache) at every layer; only the other
-        tokens are computed. Not combinable with pruning hooks (the cache holds every token).
-        """
-        hooks = hooks or {}
-        if reuse is not None:
-            if hooks:
-                raise ValueError("KV reuse and token-pruning hooks cannot be combined")
-            if reuse_mask is None:
-                raise ValueError("reuse needs reuse_mask (True = reuse the cached K/V of that token)")
-            pos = torch.nonzero(~reuse_mask.bool(), as_tuple=False).flatten()
-            state = state.select(pos[None].expand(state.x.shape[0], -1))
-        for i, blk in enumerate(self.blocks):
-            if i in skip:
-                continue
-            want = need_attn if isinstance(need_attn, bool) else (i in need_attn)
-            mask = state.attn_mask()
-            fill = None
-            if reuse is not None:
-                kc, vc = reuse.layers[i]
-                fill = (kc, vc, state.ids[0])
-                mask = None
-            x, k, v, w = blk(state.x, mask, want, fill)
-            state.x = x
-            state.kv[i] = (k, v)
-            state.kv_valid[i] = state.valid if reuse is None else None
-            if w is not None:
-                state.attn[i] = w
-            if i in hooks:
-                keep = hooks[i](state)
-                if keep is not None:
-                    check_keep(keep, state)
-                    state = state.select(keep)
-        return state
+    def _prefix_layer(self, i: int, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, need_attn: bool,
+                      fill: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+        return self.blocks[i](x, mask, need_attn, fill)
 
     # ----- action expert -----
     def _expert_mask(self, state: PrefixState, i: int, b: int, n_act: int) -> torch.Tensor | None:

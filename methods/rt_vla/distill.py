@@ -138,7 +138,9 @@ def train_student(teacher_policy: Any, tb: Any, targets: dict[str, torch.Tensor]
     student.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress,
                file=sys.stderr, mininterval=5, dynamic_ncols=True)
-    acc: dict[str, list[float]] = {}
+    log_step = ckpt.StepLog(cfg, curve, bar, t0, save_state, lambda step: (
+        f"{desc}: distillation reached its {cfg.minutes} min budget at step {step}/{cfg.steps}; state saved in "
+        f"{state_dir}: rerun to resume"))
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / cfg.steps)))
@@ -163,21 +165,7 @@ def train_student(teacher_policy: Any, tb: Any, targets: dict[str, torch.Tensor]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        for k, v in {**ls, "total": total}.items():
-            acc.setdefault(k, []).append(float(v.detach()))
-        if step % 25 == 0 or step == cfg.steps:
-            row = {"step": step, **{k: round(float(np.mean(v)), 5) for k, v in acc.items()}}
-            curve.append(row)
-            acc = {}
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"})
-        bar.update(1)
-        if step % cfg.save_every == 0 and step < cfg.steps:
-            save_state()
-        if cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60 and step < cfg.steps:
-            save_state()
-            bar.close()
-            raise TimeoutError(f"{desc}: distillation reached its {cfg.minutes} min budget at step {step}/"
-                               f"{cfg.steps}; state saved in {state_dir}: rerun to resume")
+        log_step(step, {**ls, "total": total})
     bar.close()
     save_state()
     student.eval()

@@ -219,7 +219,9 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
         student.train()
         bar = tqdm(total=cfg.steps, initial=step, desc=f"shallow_pi keep{cfg.keep_blocks} {suite.suite_id}",
                    disable=not progress, dynamic_ncols=True, mininterval=5, file=sys.stderr)
-        acc: dict[str, list[float]] = {}
+        log_step = ckpt.StepLog(cfg, curve, bar, t0, save_state, lambda step: (
+            f"Shallow-pi distillation reached its {cfg.minutes} min budget at step {step}/{cfg.steps}; the state "
+            f"is saved in {state_dir} — rerun to resume"))
         while step < cfg.steps:
             for g in opt.param_groups:
                 g["lr"] = _lr(step, cfg)
@@ -234,21 +236,7 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
             step += 1
-            for k, v in ls.items():
-                acc.setdefault(k, []).append(float(v.detach()))
-            if step % 25 == 0 or step == cfg.steps:
-                row = {"step": step, **{k: round(float(np.mean(v)), 5) for k, v in acc.items()}}
-                curve.append(row)
-                acc = {}
-                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"})
-            bar.update(1)
-            if step % cfg.save_every == 0 and step < cfg.steps:
-                save_state()
-            if cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60 and step < cfg.steps:
-                save_state()
-                bar.close()
-                raise TimeoutError(f"Shallow-pi distillation reached its {cfg.minutes} min budget at step "
-                                   f"{step}/{cfg.steps}; the state is saved in {state_dir} — rerun to resume")
+            log_step(step, ls)
         bar.close()
         save_state()
         student.eval()

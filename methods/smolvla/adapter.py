@@ -7,18 +7,11 @@ wrap it unchanged.
 
 from __future__ import annotations
 
-import sys
-from typing import Any, ClassVar
+from typing import Any
 
 from harness.interfaces import ConfigError, DataSource, Method, Policy
 from methods.openvla.adapter import torch_dtype
-from methods.openvla.common import (
-    AdapterPolicy,
-    MissingCheckpointError,
-    probe_suite,
-    require_transformers,
-    resolve_checkpoint,
-)
+from methods.openvla.common import AdapterMethod, AdapterPolicy, probe_suite
 from methods.smolvla.config import SmolVLAConfig
 
 ENV_VAR = "VLA_BENCH_SMOLVLA_CHECKPOINT"
@@ -28,51 +21,44 @@ class SmolVLAPolicy(AdapterPolicy):
     pass
 
 
-class SmolVLAMethod(Method):
+class SmolVLAMethod(AdapterMethod, Method):
     name = "smolvla"
     config_cls = SmolVLAConfig
-    variants: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"tiny": True}}
+    label, env_var = "SmolVLA", ENV_VAR
+    checkpoint_hint = (
+        "a local LeRobot policy folder: `huggingface-cli download lerobot/smolvla_base --local-dir D` "
+        "(a base model; fine-tune it for the suite) plus the VLM's config/tokenizer"
+    )
 
-    def distill(self, teacher: Policy | None, data: DataSource, config: SmolVLAConfig) -> Policy:
-        require_transformers("smolvla")
-        from methods.smolvla.model import build_tiny, load_smolvla
+    def tiny_model(self, suite: Any, config: SmolVLAConfig) -> Any:
+        from methods.smolvla.model import build_tiny
 
-        suite = data.suite
-        if config.tiny:
-            shapes = probe_suite(suite)
-            cameras = list(config.cameras) or list(shapes.cameras)
-            model = build_tiny(
-                cameras=cameras,
-                image_hw=shapes.image_hw,
-                state_dim=shapes.proprio_dim,
-                action_dim=shapes.action_dim,
-                texts=list(shapes.instructions),
-                seed=config.seed,
-                vlm_layers=config.tiny_layers,
-                chunk=config.tiny_chunk,
-                n_action_steps=max(1, config.tiny_chunk // 2),
-            )
-            print(
-                f"[smolvla] tiny random-weight SmolVLA ({sum(p.numel() for p in model.parameters())} params) for "
-                f"{suite.suite_id}: exercises the pipeline, its success rate means nothing",
-                file=sys.stderr,
-            )
-        else:
-            path = resolve_checkpoint(config.checkpoint, ENV_VAR)
-            if not path:
-                raise MissingCheckpointError(
-                    f"smolvla needs a local LeRobot policy folder: `huggingface-cli download lerobot/smolvla_base "
-                    f"--local-dir D` (a base model; fine-tune it for the suite) plus the VLM's config/tokenizer, then "
-                    f"`--set checkpoint=D` or `export {ENV_VAR}=D`; `smolvla@tiny` runs a random tiny model instead"
-                )
-            cams = list(config.cameras) or list(getattr(suite, "cameras", ()))
-            model = load_smolvla(
-                path,
-                vlm_path=config.vlm_path,
-                cameras=cams or None,
-                device=data.device,
-                dtype=torch_dtype(config.dtype, data.device),
-            )
+        shapes = probe_suite(suite)
+        return build_tiny(
+            cameras=list(config.cameras) or list(shapes.cameras),
+            image_hw=shapes.image_hw,
+            state_dim=shapes.proprio_dim,
+            action_dim=shapes.action_dim,
+            texts=list(shapes.instructions),
+            seed=config.seed,
+            vlm_layers=config.tiny_layers,
+            chunk=config.tiny_chunk,
+            n_action_steps=max(1, config.tiny_chunk // 2),
+        )
+
+    def load_model(self, path: str, data: DataSource, config: SmolVLAConfig) -> Any:
+        from methods.smolvla.model import load_smolvla
+
+        cams = list(config.cameras) or list(getattr(data.suite, "cameras", ()))
+        return load_smolvla(
+            path,
+            vlm_path=config.vlm_path,
+            cameras=cams or None,
+            device=data.device,
+            dtype=torch_dtype(config.dtype, data.device),
+        )
+
+    def policy(self, model: Any, config: SmolVLAConfig) -> Policy:
         if config.gripper not in ("none", "binarize"):
             raise ConfigError(f"smolvla.gripper must be none | binarize, got {config.gripper!r}")
         n_exec = config.n_execute or int(model.cfg["n_action_steps"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.anatomy import KVCache, PrefixState, TokenSpans, check_keep
+from harness.anatomy import PrefixLayers, PrefixState, TokenSpans
 from methods.openvla.common import attend, image_to_float, prefix_mask, require_transformers
 
 
@@ -184,7 +183,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class SmolVLAModel(nn.Module):
+class SmolVLAModel(PrefixLayers, nn.Module):
     """SmolVLA with :class:`harness.anatomy.VLAAnatomy`. ``config``: LeRobot's policy ``config.json`` (dict);
     ``vlm_config``: the VLM's transformers config; ``stats``: {"observation.state.mean": ..., "action.std": ...}."""
 
@@ -321,7 +320,7 @@ class SmolVLAModel(nn.Module):
             at.v_proj(h).view(b, n, -1, self.head_dim),
         )
 
-    def _vlm_layer(
+    def _prefix_layer(  # forward_prefix: harness.anatomy.PrefixLayers
         self,
         i: int,
         x: torch.Tensor,
@@ -343,51 +342,10 @@ class SmolVLAModel(nn.Module):
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k, v, w
 
-    def forward_prefix(
-        self,
-        state: PrefixState,
-        *,
-        skip: frozenset[int] | set[int] = frozenset(),
-        hooks: dict[int, Callable[[PrefixState], torch.Tensor | None]] | None = None,
-        need_attn: bool | set[int] = False,
-        reuse: KVCache | None = None,
-        reuse_mask: torch.Tensor | None = None,
-    ) -> PrefixState:
-        """The VLM layers over the prefix (LeRobot's prefix pass, ``fill_kv_cache=True``); see harness.anatomy."""
-        hooks = hooks or {}
-        n_all = state.n_tokens
-        late = state.spans.proprio[0]
-        if reuse is not None:
-            if hooks:
-                raise ValueError("KV reuse and token-pruning hooks cannot be combined")
-            if reuse_mask is None:
-                raise ValueError("reuse needs reuse_mask (True = reuse the cached K/V of that token)")
-            pos = torch.nonzero(~reuse_mask.bool().to(state.x.device), as_tuple=False).flatten()
-            state = state.select(pos[None].expand(state.x.shape[0], -1))
-        all_ids = torch.arange(n_all, device=state.x.device)[None].expand(state.x.shape[0], -1)
-        for i in range(self.n_layers):
-            if i in skip:
-                continue
-            want = need_attn if isinstance(need_attn, bool) else (i in need_attn)
-            fill = None
-            if reuse is not None:
-                kc, vc = reuse.layers[i]
-                fill = (kc, vc, state.ids[0])
-                mask = prefix_mask(state.ids, all_ids, None, causal=False, late_start=late)
-            else:
-                mask = prefix_mask(state.ids, state.ids, state.valid, causal=False, late_start=late)
-            x, k, v, w = self._vlm_layer(i, state.x, state.ids, mask, want, fill)
-            state.x = x
-            state.kv[i] = (k, v)
-            state.kv_valid[i] = state.valid if reuse is None else None
-            if w is not None:
-                state.attn[i] = w
-            if i in hooks:
-                keep = hooks[i](state)
-                if keep is not None:
-                    check_keep(keep, state)
-                    state = state.select(keep)
-        return state
+    def _prefix_mask(self, state: PrefixState, k_ids: torch.Tensor, k_valid: torch.Tensor | None
+                     ) -> torch.Tensor | None:
+        """LeRobot's prefix pass (``fill_kv_cache=True``): bidirectional, the state token sees all, nobody sees it."""
+        return prefix_mask(state.ids, k_ids, k_valid, causal=False, late_start=state.spans.proprio[0])
 
     # ----- action expert -----
     def expert_tokens(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
