@@ -74,6 +74,8 @@ class RTVLAMethod(Method):
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "vision_language": {"generate_text": True},
         "vision_only": {"generate_text": False},
+        # a narrower, shallower student (speed end of the curve; vision-only)
+        "small": {"width": 32, "channels": [8, 16, 24], "fuse_layers": 1, "lang_layers": 1},
     }
 
     def distill(self, teacher: Policy | None, data: DataSource, config: RTVLAConfig) -> Policy:
