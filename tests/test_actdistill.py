@@ -183,3 +183,27 @@ def test_debug_config_end_to_end_on_mock(tmp_path):
     usage = eps[0]["method_stats"]["block_usage"]
     assert len(usage) == 18 and all(0.0 <= u <= 1.0 for u in usage)
     assert eps[0]["method_stats"]["blocks_executed_mean"] == pytest.approx(sum(usage))
+
+
+@pytest.mark.parametrize("head", ["regression", "discrete"])
+def test_gated_pass_and_task_loss_match_the_teacher_for_query_heads(head):
+    from methods.actdistill.student import task_loss
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(cameras=["top"], image_size=32, stem_channels=[8], grid=4, proprio_dim=2, action_dim=2,
+                      chunk=4, width=32, heads=2, depth=DEPTH, expert_width=32, head=head, vocab_size=10)
+    m = ReferenceVLA(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    images = {"top": torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8, generator=g)}
+    text, proprio = torch.tensor([[4, 5, 6]] * 3), torch.randn(3, 2, generator=g)
+    actions = torch.randn(3, 4, 2, generator=g)
+    a = (actions - m.action_mean) / m.action_std
+    w = torch.tensor([1.0, 0.5])
+    for skip in (set(), {1, 4}):
+        gates = torch.tensor([[0.0 if i in skip else 1.0 for i in range(DEPTH)]] * 3)
+        with torch.no_grad():
+            _, hs, _ = gated_pass(m, m.embed_prefix(images, text, proprio), gates, [expert_tokens(m, a, None)])
+            mine = task_loss(m, hs[0], a, None, w)
+            ref = m.action_loss(m.forward_prefix(m.embed_prefix(images, text, proprio), skip=skip), actions,
+                                skip=skip, weights=w)
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)

@@ -89,8 +89,11 @@ def hard_gates(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # the gated training forward (same math as forward_prefix + run_expert when gates are 0/1)
 # --------------------------------------------------------------------------------------------------
-def expert_tokens(model: ReferenceVLA, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The flow expert's input tokens at (x_t, t): what ``ReferenceVLA.velocity`` builds before the blocks."""
+def expert_tokens(model: ReferenceVLA, x_t: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    """The expert's input tokens: at (x_t, t) for the flow head (what ``ReferenceVLA.velocity`` builds before the
+    blocks); the learned action queries for the regression / discrete heads (``head_output``; x_t gives B only)."""
+    if model.cfg.head != "flow":
+        return model.expert_pos[None].repeat(x_t.shape[0], 1, 1)
     de = model.cfg.expert_width
     a = model.action_in(x_t)
     te = sinusoidal(t, de).to(a.dtype)[:, None].expand(-1, a.shape[1], -1)
@@ -143,6 +146,24 @@ def flow_targets(model: ReferenceVLA, actions: torch.Tensor, gen: torch.Generato
     t = 0.001 + 0.999 * _beta15(torch.rand(a.shape[0], generator=gen))
     x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * a
     return a, noise, t, x_t
+
+
+def task_loss(model: ReferenceVLA, h: torch.Tensor, a: torch.Tensor, noise: torch.Tensor | None,
+              weights: torch.Tensor) -> torch.Tensor:
+    """The teacher's own action loss on the final expert stream h (before expert_norm), per action dimension
+    weighted: flow -> MSE of the velocity to (noise - a); regression -> L1 to a; discrete -> CE on the bins."""
+    out = model.action_out(model.expert_norm(h))
+    head = model.cfg.head
+    if head == "flow":
+        return (((out - (noise - a)) ** 2) * weights).mean()
+    if head == "regression":
+        return ((out - a).abs() * weights).mean()
+    mc = model.cfg
+    logits = out.view(out.shape[0], mc.chunk, mc.action_dim, mc.n_bins)
+    centers = model.bin_centers()
+    target = torch.bucketize(a.clamp(-3, 3), (centers[1:] + centers[:-1]) / 2)
+    ce = F.cross_entropy(logits.reshape(-1, mc.n_bins), target.reshape(-1), reduction="none")
+    return (ce.view(out.shape[0], mc.chunk, mc.action_dim) * weights).mean()
 
 
 # --------------------------------------------------------------------------------------------------

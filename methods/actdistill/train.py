@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from methods.actdistill.config import ActDistillConfig
-from methods.actdistill.student import (Encapsulation, Router, expert_tokens, flow_targets, gated_pass, graph_loss,
-                                        balance_loss, layer_weights, node_mask)
+from methods.actdistill.student import (Encapsulation, Router, balance_loss, expert_tokens, flow_targets, gated_pass,
+                                        graph_loss, layer_weights, node_mask, task_loss)
 from methods.reference import checkpoint as ckpt
 from methods.reference.data import FlatDemos, data_hash
 from methods.reference.model import PAD, ReferenceVLA
@@ -148,11 +148,18 @@ def layer_importance(model: ReferenceVLA, frames: Frames, n: int) -> torch.Tenso
             for t_val in (1.0, 0.5):
                 t = torch.full((len(chunk),), t_val)
                 x_t = b["noise"]  # a point on the path is not needed: the importance only compares layer sets
-                full = model.velocity(model.forward_prefix(embed(model, b)), x_t, t)
+
+                def head(st, skip=frozenset()):  # velocity (flow) or the head's output (regression / logits)
+                    if model.cfg.head == "flow":
+                        return model.velocity(st, x_t, t, skip=skip)
+                    return model.head_output(st, len(chunk), skip=skip)
+
+                full = head(model.forward_prefix(embed(model, b)))
                 for l in range(model.n_layers):
-                    st = model.forward_prefix(embed(model, b), skip={l})
-                    v = model.velocity(st, x_t, t, skip={l})
+                    v = head(model.forward_prefix(embed(model, b), skip={l}), {l})
                     out[l] += F.mse_loss(v, full, reduction="sum").item()
+                if model.cfg.head != "flow":
+                    break  # no time variable: one pass
     return out / out.sum().clamp_min(1e-12)
 
 
@@ -283,8 +290,6 @@ def _train(teacher: Any, episodes: list, source: str, dhash: str, tid: str, cfg:
     s1 = stage1(teacher, frames, cfg, Path(data.cache_dir) / f"stage1-{s1_key}", progress)
     tm: ReferenceVLA = teacher.model
     mc = tm.cfg
-    if mc.head != "flow":
-        raise NotImplementedError(f"actdistill trains flow-head teachers; this teacher's head is {mc.head!r}")
     model = copy.deepcopy(tm).train()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -337,13 +342,16 @@ def _train(teacher: Any, episodes: list, source: str, dhash: str, tid: str, cfg:
             gates = soft
         else:  # straight-through: the forward uses the inference gates, gradients flow through the soft ones
             gates = (soft >= cfg.threshold).float() + soft - soft.detach()
-        a, noise, t, x_t = flow_targets(model, b["actions"], gen)
+        if mc.head == "flow":
+            a, noise, t, x_t = flow_targets(model, b["actions"], gen)
+        else:  # regression / discrete heads: learned action queries, the teacher's L1 / CE on normalised actions
+            a, noise, t = (b["actions"] - model.action_mean) / model.action_std, None, None
+            x_t = a
         streams = [expert_tokens(model, x_t, t)]
         if heads is not None:
             streams.append(semantic_stream(model, b["noise"]))
         _, hs, nodes = gated_pass(model, st, gates, streams, collect=1 if heads is not None else None)
-        v = model.action_out(model.expert_norm(hs[0]))
-        task = (((v - (noise - a)) ** 2) * aw).mean()
+        task = task_loss(model, hs[0], a, noise, aw)
         bal = balance_loss(soft, cfg.budget) if not cfg.static else soft.new_zeros(())
         total = cfg.task_weight * task + cfg.balance_weight * bal
         parts = {"task": float(task), "balance": float(bal)}
