@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -129,7 +130,13 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: LatentVLAConf
         frames, owner = unlabelled_frames(episodes, mc.cameras[0])
         lcfg = LAMConfig(image_size=64, k=cfg.lam_k, latent_dim=cfg.lam_latent_dim, codes=cfg.lam_codes,
                          steps=cfg.lam_steps, batch=cfg.lam_batch, seed=cfg.seed)
-        lam_file, lam_report_file = folder / "lam.safetensors", folder / "lam_report.json"
+        # the LAM depends only on its own config and the frames: cached apart from the artifact, so a change of
+        # the VLA or student stages does not retrain it
+        lam_key = hashlib.sha256(json.dumps({"lam": asdict(lcfg), "data": dhash, "camera": mc.cameras[0]},
+                                            sort_keys=True).encode()).hexdigest()[:12]
+        lam_dir = Path(cache_dir) / f"lam-{suite.suite_id}-{lam_key}"
+        lam_dir.mkdir(parents=True, exist_ok=True)
+        lam_file, lam_report_file = lam_dir / "lam.safetensors", lam_dir / "lam_report.json"
         lam = LatentActionModel(lcfg)
         if lam_file.exists() and lam_report_file.exists():
             lam.load_state_dict(load_file(str(lam_file)))
