@@ -228,3 +228,26 @@ def test_warm_start_from_a_grid_only_model_keeps_every_shared_tensor(tmp_path):
     assert sorted(info["kept_fresh"]) == sorted(["kp_pos", "stem.kp_conv.weight", "stem.kp_conv.bias",
                                                  "stem.kp_log_temp", "stem.kp_proj.weight", "stem.kp_proj.bias"])
     torch.testing.assert_close(dst.blocks[2].qkv.weight, src.blocks[2].qkv.weight.half().float())
+
+
+def test_teacher_episodes_finds_the_teachers_parts_and_warns_otherwise(tmp_path):
+    from methods.reference.data import Episode, data_hash, save_episodes
+    from methods.reference.train import teacher_episodes
+
+    def eps(seed, n=2):
+        r = np.random.default_rng(seed)
+        return [Episode({"top": r.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)},
+                        r.normal(size=(3, 2)).astype(np.float32), r.normal(size=(3, 2)).astype(np.float32),
+                        "reach the red target") for _ in range(n)]
+
+    a, b = eps(0), eps(1)
+    save_episodes(a, tmp_path / "demos_part0.npz")
+    save_episodes(b, tmp_path / "demos_part1.npz")  # e.g. a DAgger round made after the teacher was trained
+    suite = make_suite("mock-v1")
+    logs = []
+    got, src, _ = teacher_episodes(suite, {"data": {"hash": data_hash(a)}}, logs.append, cache=tmp_path)
+    assert data_hash(got) == data_hash(a) and "demos_part1" not in src
+    got, src, _ = teacher_episodes(suite, {"data": {"hash": data_hash(a + b)}}, logs.append, cache=tmp_path)
+    assert len(got) == 4
+    got, src, _ = teacher_episodes(suite, {"data": {"hash": "0000"}}, logs.append, cache=tmp_path)
+    assert "NOT the teacher's data" in src and any("WARNING" in m and "0000" in m for m in logs)

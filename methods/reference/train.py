@@ -71,8 +71,16 @@ def _suite_episodes(suite, cache: Path, cfg: TrainConfig, log):
         return None
 
 
-def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool):
-    parts = sorted(cache.glob("demos_part*.npz"))
+def _part_files(cache: Path) -> list[Path]:
+    """demos_part<k>.npz in k order (part10 after part9)."""
+    def k(p: Path) -> int:
+        digits = p.stem[len("demos_part"):]
+        return int(digits) if digits.isdigit() else 1 << 30
+    return sorted(cache.glob("demos_part*.npz"), key=lambda p: (k(p), p.name))
+
+
+def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool, max_parts: int | None = None):
+    parts = _part_files(cache)[:max_parts]
     if parts:
         eps, kinds = [], []
         for p in parts:
@@ -128,7 +136,8 @@ def get_episodes(suite, cfg: TrainConfig, cache: Path, log, source: str = "auto"
     return first or _collected_episodes(suite, cache, cfg, log, collect=True)
 
 
-def teacher_episodes(suite, teacher_manifest: dict[str, Any], log) -> tuple[list, str, TrainConfig]:
+def teacher_episodes(suite, teacher_manifest: dict[str, Any], log, cache: Path | None = None
+                     ) -> tuple[list, str, TrainConfig]:
     """The demonstrations a reference teacher was trained on (matched by the data hash in its manifest), for
     distillers. Tries the suite's demos, the part files in .cache/reference/<suite>/ and both together. When none
     matches (e.g. a fresh clone has no DAgger parts), falls back to the first available source, says so loudly and
@@ -137,18 +146,27 @@ def teacher_episodes(suite, teacher_manifest: dict[str, Any], log) -> tuple[list
     tcfg = TrainConfig(**{k: v for k, v in ((teacher_manifest.get("train") or {}).get("config") or {}).items()
                           if k in names})
     want = (teacher_manifest.get("data") or {}).get("hash")
-    cache = ROOT / ".cache" / "reference" / suite.suite_id
+    cache = cache or ROOT / ".cache" / "reference" / suite.suite_id
     suite_got = _suite_episodes(suite, cache, tcfg, log)
-    parts_got = _collected_episodes(suite, cache, tcfg, log, collect=False)
-    cands = [g for g in (suite_got, parts_got) if g]
-    if suite_got and parts_got:
-        cands.append((suite_got[0] + parts_got[0], f"{suite_got[1]} + {parts_got[1]}"))
-    seen = []
-    for eps, src in cands:
+    n_parts = len(_part_files(cache))
+    seen, cands = [], []
+
+    def candidates():
+        if suite_got:
+            yield suite_got
+        # part files added after the teacher was trained (a later DAgger round) are left out: try every prefix
+        for k in range(n_parts, 0, -1):
+            got = _collected_episodes(suite, cache, tcfg, log, collect=False, max_parts=k)
+            yield got
+            if suite_got:
+                yield suite_got[0] + got[0], f"{suite_got[1]} + {got[1]}"
+
+    for eps, src in candidates():
+        cands.append((eps, src))
         h = data_hash(eps)
         if want is None or h == want:
             return eps, src, tcfg
-        seen.append(f"{src} (hash {h})")
+        seen.append(f"{src[:80]} (hash {h})")
     if not cands:  # nothing recorded yet: roll the expert out from training seeds (cached)
         eps, src = _collected_episodes(suite, cache, tcfg, log, collect=True)
         return eps, f"{src} -- NOT the teacher's data (hash {want})", tcfg
