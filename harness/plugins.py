@@ -31,8 +31,24 @@ def _discover_devices() -> None:
         DEVICES.register(data["name"], lambda data=data: data, data.get("description", ""), kind=data.get("kind"))
 
 
+def _discover_suites() -> None:
+    """Suite plug-ins, then an unversioned alias per family: ``libero_object`` -> ``libero_object-v1`` (the newest
+    version), unless the bare name is registered itself (e.g. the group suite ``libero``)."""
+    import re
+
+    _discover("suites")
+    newest: dict[str, tuple[int, str]] = {}
+    for sid in SUITES.names():
+        m = re.fullmatch(r"(.+)-v(\d+)", sid)
+        if m and int(m.group(2)) >= newest.get(m.group(1), (-1, ""))[0]:
+            newest[m.group(1)] = (int(m.group(2)), sid)
+    for base, (_, sid) in newest.items():
+        if base not in SUITES.names():
+            SUITES.alias(base, sid)
+
+
 METHODS: Registry["Method"] = Registry("method", lambda: _discover("methods"))
-SUITES: Registry["Suite"] = Registry("suite", lambda: _discover("suites"))
+SUITES: Registry["Suite"] = Registry("suite", _discover_suites)
 DEVICES: Registry[dict] = Registry("device", _discover_devices)
 
 
@@ -57,6 +73,11 @@ def canonical_method_id(method_id: str) -> str:
     name, variant = split_method_id(method_id)
     name = METHODS.canonical(name)
     return name if variant is None else f"{name}@{variant}"
+
+
+def canonical_suite_id(suite_id: str) -> str:
+    """``"libero_object"`` -> ``"libero_object-v1"`` (unversioned names resolved; results are filed under this)."""
+    return SUITES.canonical(suite_id)
 
 
 def split_method_id(method_id: str) -> tuple[str, str | None]:

@@ -38,6 +38,10 @@ class RunSpec:
             from harness.plugins import canonical_method_id  # aliases (`teacher` -> `reference`) resolved here
 
             object.__setattr__(self, "method", canonical_method_id(self.method))
+        if isinstance(self.suite, str):
+            from harness.plugins import canonical_suite_id  # `libero_object` -> `libero_object-v1`
+
+            object.__setattr__(self, "suite", canonical_suite_id(self.suite))
         if self.teacher is not None:
             from harness.plugins import canonical_method_id
 

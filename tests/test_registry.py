@@ -89,3 +89,14 @@ def test_alias_resolves_to_target_and_runs_are_filed_under_it():
     assert canonical_method_id("teacher@regression") == "reference@regression"
     assert type(make_method("teacher")).__name__ == "ReferenceMethod"
     assert RunSpec(method="teacher", suite="driving").method == "reference"
+
+
+def test_unversioned_suite_names_resolve_to_the_newest_version():
+    from harness.plugins import SUITES, canonical_suite_id
+    from harness.specs import RunSpec
+
+    assert canonical_suite_id("libero_object") == "libero_object-v1"
+    assert canonical_suite_id("simpler_tabletop") == "simpler_tabletop-v1"
+    assert canonical_suite_id("libero") == "libero"  # a registered group id stays itself
+    assert RunSpec(method="teacher", suite="libero_object").suite == "libero_object-v1"
+    assert "driving_merge" in SUITES and "nonexistent" not in SUITES
