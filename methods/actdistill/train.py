@@ -137,6 +137,14 @@ def first_action(model: ReferenceVLA, actions: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # stage 1: probe the teacher, cache its per-layer graph features and probe actions
 # --------------------------------------------------------------------------------------------------
+def head_signal(model: ReferenceVLA, st: Any, x_t: torch.Tensor, t: torch.Tensor,
+                skip: frozenset[int] | set[int] = frozenset()) -> torch.Tensor:
+    """What the action head outputs: the velocity at (x_t, t) (flow), else actions / logits (x_t, t unused)."""
+    if model.cfg.head == "flow":
+        return model.velocity(st, x_t, t, skip=skip)
+    return model.head_output(st, x_t.shape[0], skip=skip)
+
+
 def layer_importance(model: ReferenceVLA, frames: Frames, n: int) -> torch.Tensor:
     """Action-guided importance of each layer: MSE of the teacher's velocity (fixed noise, t = 1 and t = 0.5)
     when that one layer is skipped, against the full teacher, over ``n`` frames."""
@@ -148,15 +156,9 @@ def layer_importance(model: ReferenceVLA, frames: Frames, n: int) -> torch.Tenso
             for t_val in (1.0, 0.5):
                 t = torch.full((len(chunk),), t_val)
                 x_t = b["noise"]  # a point on the path is not needed: the importance only compares layer sets
-
-                def head(st, skip=frozenset()):  # velocity (flow) or the head's output (regression / logits)
-                    if model.cfg.head == "flow":
-                        return model.velocity(st, x_t, t, skip=skip)
-                    return model.head_output(st, len(chunk), skip=skip)
-
-                full = head(model.forward_prefix(embed(model, b)))
+                full = head_signal(model, model.forward_prefix(embed(model, b)), x_t, t)
                 for l in range(model.n_layers):
-                    v = head(model.forward_prefix(embed(model, b), skip={l}), {l})
+                    v = head_signal(model, model.forward_prefix(embed(model, b), skip={l}), x_t, t, {l})
                     out[l] += F.mse_loss(v, full, reduction="sum").item()
                 if model.cfg.head != "flow":
                     break  # no time variable: one pass

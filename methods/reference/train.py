@@ -79,21 +79,32 @@ def _part_files(cache: Path) -> list[Path]:
     return sorted(cache.glob("demos_part*.npz"), key=lambda p: (k(p), p.name))
 
 
-def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool, max_parts: int | None = None):
-    parts = _part_files(cache)[:max_parts]
+def _load_parts(cache: Path) -> list[tuple[list, str]]:
+    """Every part file's episodes with a one-line description (DAgger parts carry a sidecar JSON: which
+    checkpoint drove, beta, counts)."""
+    out = []
+    for p in _part_files(cache):
+        got = load_episodes(p)
+        side = p.with_suffix(".json")
+        info = json.loads(side.read_text()) if side.exists() else {"kind": "expert"}
+        out.append((got, f"{p.name}: {len(got)} " + (
+            f"DAgger episodes (driven by {info['checkpoint']}, beta {info['beta']}, labelled by the expert; "
+            f"policy success {info['stats']['policy_successes']}/{info['stats']['episodes']})"
+            if info.get("kind") == "dagger" else "expert roll-outs")))
+    return out
+
+
+def _join_parts(parts: list[tuple[list, str]], cache: Path, log) -> tuple[list, str]:
+    eps = [e for got, _ in parts for e in got]
+    kinds = "; ".join(k for _, k in parts)
+    log(f"[teacher] {len(eps)} episodes from {len(parts)} part files in {cache}: {kinds}")
+    return eps, f"training seeds only (python -m methods.reference.data): {kinds}"
+
+
+def _collected_episodes(suite, cache: Path, cfg: TrainConfig, log, collect: bool):
+    parts = _load_parts(cache)
     if parts:
-        eps, kinds = [], []
-        for p in parts:
-            got = load_episodes(p)
-            eps += got
-            side = p.with_suffix(".json")  # DAgger parts carry a sidecar: which checkpoint drove, beta, counts
-            info = json.loads(side.read_text()) if side.exists() else {"kind": "expert"}
-            kinds.append(f"{p.name}: {len(got)} " + (
-                f"DAgger episodes (driven by {info['checkpoint']}, beta {info['beta']}, labelled by the expert; "
-                f"policy success {info['stats']['policy_successes']}/{info['stats']['episodes']})"
-                if info.get("kind") == "dagger" else "expert roll-outs"))
-        log(f"[teacher] {len(eps)} episodes from {len(parts)} part files in {cache}: " + "; ".join(kinds))
-        return eps, ("training seeds only (python -m methods.reference.data): " + "; ".join(kinds))
+        return _join_parts(parts, cache, log)
     path = cache / "demos.npz"
     if path.exists():
         eps = load_episodes(path)
@@ -148,15 +159,19 @@ def teacher_episodes(suite, teacher_manifest: dict[str, Any], log, cache: Path |
     want = (teacher_manifest.get("data") or {}).get("hash")
     cache = cache or ROOT / ".cache" / "reference" / suite.suite_id
     suite_got = _suite_episodes(suite, cache, tcfg, log)
-    n_parts = len(_part_files(cache))
+    parts = _load_parts(cache)  # read once; prefixes are joined from memory
     seen, cands = [], []
 
     def candidates():
         if suite_got:
             yield suite_got
+        if not parts:  # a single roll-out file (demos.npz), if any
+            got = _collected_episodes(suite, cache, tcfg, log, collect=False)
+            if got:
+                yield got
         # part files added after the teacher was trained (a later DAgger round) are left out: try every prefix
-        for k in range(n_parts, 0, -1):
-            got = _collected_episodes(suite, cache, tcfg, log, collect=False, max_parts=k)
+        for k in range(len(parts), 0, -1):
+            got = _join_parts(parts[:k], cache, log)
             yield got
             if suite_got:
                 yield suite_got[0] + got[0], f"{suite_got[1]} + {got[1]}"
