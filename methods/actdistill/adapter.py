@@ -3,7 +3,6 @@ whole layers (backbone block + action-expert block) at inference. Training: meth
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,6 +83,8 @@ class ActDistillMethod(Method):
 
         if not 0.0 < config.budget <= 1.0:
             raise ConfigError(f"ActDistillConfig.budget must be in (0, 1], got {config.budget}")
+        if config.graph_reduce not in ("mean", "sum"):
+            raise ConfigError(f"ActDistillConfig.graph_reduce must be 'mean' or 'sum', got {config.graph_reduce!r}")
         if not isinstance(teacher, ReferencePolicy):
             teacher = self._reference_teacher(teacher, data)
         folder = train_student(teacher, data, config)

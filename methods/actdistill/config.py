@@ -15,8 +15,8 @@ class ActDistillConfig(MethodConfig):
     router_init: str = "importance"  # importance | zero: initial per-layer gate bias (see README, deviation)
     router_init_logit: float = 2.0  # |bias| given to kept / dropped layers by the importance init
     importance_frames: int = 128  # frames for the leave-one-layer-out importance of the teacher
-    soft_fraction: float = 0.5  # first part of stage 2 with soft gates (paper); then straight-through hard gates
-    balance_weight: float = 0.3  # router balance loss weight
+    soft_fraction: float = 0.0  # first part of stage 2 with soft gates (paper: all); then straight-through hard gates
+    balance_weight: float = 1.0  # router balance loss weight
     # ----- graph-structured encapsulation (training only) -----
     use_graph: bool = True  # False = ablation `nograph`: no semantic heads, probes or stage 1
     semantic_dim: int = 512
@@ -31,6 +31,8 @@ class ActDistillConfig(MethodConfig):
     beta: float = 1.0
     eta: float = 0.5
     gamma: float = 2.0  # w_l = (l / (L-1))^gamma
+    graph_reduce: str = "mean"  # mean | sum over layers of the weighted graph terms (sum = the paper code; README)
+    graph_weight: float = 1.0  # multiplier of the whole graph term
     normalize_layer_weights: bool = True  # divide w by its mean (as the paper code)
     task_weight: float = 1.0  # flow-matching loss of the student's action head on ground truth (paper code)
     # ----- stage 1 (teacher probing) -----
@@ -51,5 +53,6 @@ class ActDistillConfig(MethodConfig):
     threads: int = 1  # torch threads for training (2 shared cores: more threads only contend)
     demos_per_task: int = 60  # suites without recorded demos (mock): expert roll-outs from training seeds
     # ----- inference -----
+    val_frames: int = 512  # held-out demonstration frames for the task loss on the inference path (manifest)
     n_execute: int = 0  # 0 = the teacher's
     flow_steps: int = 0  # 0 = the teacher's

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 
 from methods.actdistill.config import ActDistillConfig
 from methods.actdistill.student import (Encapsulation, Router, balance_loss, expert_tokens, flow_targets, gated_pass,
-                                        graph_loss, layer_weights, node_mask, task_loss)
+                                        graph_loss, hard_gates, layer_weights, node_mask, task_loss)
 from methods.reference import checkpoint as ckpt
 from methods.reference.data import FlatDemos, data_hash
 from methods.reference.model import PAD, ReferenceVLA
@@ -264,12 +264,56 @@ def build_router(model: ReferenceVLA, cfg: ActDistillConfig, importance: torch.T
     return r
 
 
+RUN_ONLY_FIELDS = ("threads", "minutes", "save_every")  # how a run is executed, not what it trains
+
+
+def artifact_key(tid: str, dhash: str, cfg: ActDistillConfig) -> str:
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_FIELDS}
+    return _digest({"teacher": tid, "data": dhash, "config": conf})
+
+
+def validate(model: ReferenceVLA, router: Router | None, frames: Frames, n: int, seed: int,
+             aw: torch.Tensor) -> dict[str, float]:
+    """The task loss on ``n`` demonstration frames outside the cached training subset, on the inference path:
+    hard gates from the router (None = every layer, the teacher). Also the mean fraction of layers run."""
+    rest = torch.ones(frames.demos.n, dtype=torch.bool)
+    rest[frames.idx] = False
+    pool = rest.nonzero().flatten()
+    if len(pool) == 0:
+        return {}
+    pick = pool[torch.linspace(0, len(pool) - 1, min(n, len(pool))).round().long().unique()]
+    sub = Frames.__new__(Frames)
+    sub.demos, sub.text_of_ep, sub.idx = frames.demos, frames.text_of_ep, pick
+    sub.noise = torch.randn(len(pick), *frames.noise.shape[1:], generator=torch.Generator().manual_seed(seed + 5))
+    gen = torch.Generator().manual_seed(seed + 11)
+    losses, opened = [], []
+    model.eval()
+    with torch.no_grad():
+        for chunk in torch.arange(len(pick)).split(64):
+            b = sub.batch(chunk)
+            st = embed(model, b)
+            gates = None
+            if router is not None:
+                gates = hard_gates(router.eval()(st)).float()
+                opened.append(gates.mean().item())
+            if model.cfg.head == "flow":
+                a, noise, t, x_t = flow_targets(model, b["actions"], gen)
+            else:
+                a, noise, t, x_t = (b["actions"] - model.action_mean) / model.action_std, None, None, b["actions"]
+            _, hs, _ = gated_pass(model, st, gates, [expert_tokens(model, x_t, t)])
+            losses.append(float(task_loss(model, hs[0], a, noise, aw)) * len(chunk))
+    out = {"frames": int(len(pick)), "task_loss": sum(losses) / len(pick)}
+    if opened:
+        out["open_fraction"] = float(np.mean(opened))
+    return out
+
+
 def train_student(teacher: Any, data: Any, cfg: ActDistillConfig, progress: bool = True) -> Path:
     """Returns the artifact folder (trained now, or found in the cache)."""
     episodes, source = get_episodes(data, cfg, teacher)
     dhash = data_hash(episodes)
     tid = teacher_id(teacher)
-    key = _digest({"teacher": tid, "data": dhash, "config": cfg.to_dict()})
+    key = artifact_key(tid, dhash, cfg)
     out = Path(data.cache_dir) / f"student-{key}"
     if (out / ARTIFACT).exists() and (out / MANIFEST).exists():
         _log(f"[actdistill] artifact cache hit: {out}")
@@ -363,6 +407,7 @@ def _train(teacher: Any, episodes: list, source: str, dhash: str, tid: str, cfg:
             act_t = s1["act"][pos].transpose(0, 1)
             gl, gp = graph_loss(sem_s, act_s, sem_t, act_t, first_action(model, b["actions"]), w,
                                 cfg.alpha, cfg.beta, cfg.eta)
+            gl = gl * (cfg.graph_weight / (model.n_layers if cfg.graph_reduce == "mean" else 1))
             total = total + gl
             parts.update({"graph": float(gl), **gp})
         opt.zero_grad(set_to_none=True)
@@ -390,7 +435,11 @@ def _train(teacher: Any, episodes: list, source: str, dhash: str, tid: str, cfg:
                                f"training state saved in {state_dir}; rerun the same command to resume")
     bar.close()
     save()
+    val = {"student": validate(model, router, frames, cfg.val_frames, cfg.seed, aw),
+           "teacher": validate(tm, None, frames, cfg.val_frames, cfg.seed, aw)}
+    _log(f"[actdistill] held-out task loss on the inference path: {json.dumps(val)}")
     export(model, router, teacher, cfg, out, {
+        "validation": val,
         "teacher_checkpoint_sha256": tid, "data": {"hash": dhash, "source": source, "episodes": len(episodes),
                                                    "frames_cached": len(frames)},
         "stage1": {"key": s1_key, "reused": s1["hit"], "importance": s1["importance"].tolist(),
@@ -436,3 +485,9 @@ def load_artifact(folder: Path) -> tuple[ReferenceVLA, Router, dict[str, Any]]:
     router = Router(r["width"], r["n_layers"], r["router_dim"], static=r["static"])
     router.load_state_dict({k[7:]: v for k, v in sd.items() if k.startswith("router.")})
     return model.eval(), router.eval(), manifest
+
+
+if __name__ == "__main__":
+    from harness.distill_cli import main
+
+    raise SystemExit(main("actdistill", doc=__doc__))

@@ -216,4 +216,6 @@ class _RecordingBatcher:
 
 
 if __name__ == "__main__":
-    raise SystemExit(rt.cli("latent_vla", doc=__doc__))
+    from harness.distill_cli import main
+
+    raise SystemExit(main("latent_vla", doc=__doc__))

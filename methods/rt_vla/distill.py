@@ -7,7 +7,6 @@ hash of (teacher checkpoint, demonstrations, config); training state is saved fo
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -277,23 +276,7 @@ def load(folder: Path) -> tuple[CompactStudent, dict[str, Any]]:
     return student.eval(), manifest
 
 
-def cli(method: str, argv: list[str] | None = None, doc: str = __doc__) -> int:
-    """Distil (or find the cached artifact of) ``method`` for a suite: what `make bench` would do first."""
-    from harness.runner import build_policy
-    from harness.specs import RunSpec
-
-    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
-    ap.add_argument("--suite", required=True)
-    ap.add_argument("--debug", action="store_true")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. threads=1 (threads/minutes do not change the artifact's cache key)")
-    a = ap.parse_args(argv)
-    from harness.cli import _parse_overrides
-
-    built = build_policy(RunSpec(method=method, suite=a.suite, debug=a.debug, overrides=_parse_overrides(a.set)))
-    print(f"student ready: {built.policy.folder}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(cli("rt_vla"))
+    from harness.distill_cli import main
+
+    raise SystemExit(main("rt_vla", doc=__doc__))

@@ -14,7 +14,6 @@ Standalone (e.g. in the background, then `make bench` only evaluates):
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -262,26 +261,7 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
         torch.set_num_threads(prev_threads)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", required=True)
-    ap.add_argument("--variant", default=None, help="e.g. keep6, keep9, keep4")
-    ap.add_argument("--debug", action="store_true")
-    ap.add_argument("--cache-dir", default=".cache")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
-    args = ap.parse_args(argv)
-    import yaml
-
-    from harness.runner import build_policy
-    from harness.specs import RunSpec
-
-    mid = "shallow_pi" + (f"@{args.variant}" if args.variant else "")
-    overrides = tuple(sorted((k, yaml.safe_load(v)) for k, v in (kv.split("=", 1) for kv in args.set)))
-    built = build_policy(RunSpec(method=mid, suite=args.suite, debug=args.debug, cache_dir=args.cache_dir,
-                                 overrides=overrides))
-    print(f"student ready: {getattr(built.policy, 'artifact', None)}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from harness.distill_cli import main
+
+    raise SystemExit(main("shallow_pi", doc=__doc__))
