@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -22,7 +23,9 @@ def main(method: str, argv: list[str] | None = None, doc: str | None = None) -> 
     from harness.runner import build_policy
     from harness.specs import RunSpec
 
-    ap = argparse.ArgumentParser(prog=f"python -m methods.{method}.distill",
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None else f"python -m methods.{method}.distill"
+    ap = argparse.ArgumentParser(prog=prog,
                                  description=(doc or __doc__ or "").strip().split("\n")[0])
     ap.add_argument("--suite", required=True)
     ap.add_argument("--variant", default=None, help="a variant of the method (see its README), e.g. keep6")
