@@ -16,7 +16,7 @@ from harness.plugins import make_method, make_suite
 from harness.profiling.flops import count_flops
 from methods.actdistill import train as T
 from methods.actdistill.adapter import ActDistillPolicy
-from methods.actdistill.student import Encapsulation, Router, expert_tokens, gated_pass, hard_gates
+from methods.actdistill.student import Encapsulation, Router, expert_tokens, gated_pass, hard_gates, router_balance_loss
 from methods.reference.adapter import ReferencePolicy
 from methods.reference.config import ReferenceConfig
 from methods.reference.model import ModelConfig, ReferenceVLA, WordTokenizer
@@ -207,3 +207,27 @@ def test_gated_pass_and_task_loss_match_the_teacher_for_query_heads(head):
             ref = m.action_loss(m.forward_prefix(m.embed_prefix(images, text, proprio), skip=skip), actions,
                                 skip=skip, weights=w)
         torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_balance_loss_counts_the_gates_that_run():
+    """Session 5's failure: soft mean exactly on the budget (loss 0) while 9 of 18 gates sit just above the
+    threshold and run. The hard-gate balance loss sees the 9 open layers and pushes every gate down."""
+    soft = torch.tensor([[0.51] * 9 + [0.39] * 9], requires_grad=True)
+    assert float(router_balance_loss(soft, 0.45, on="soft")) == pytest.approx(0.0, abs=1e-9)
+    hard = router_balance_loss(soft, 0.45, on="hard")
+    assert float(hard) == pytest.approx(18 * (0.5 - 0.45) ** 2)
+    hard.backward()
+    assert (soft.grad > 0).all()  # gradient descent lowers every gate
+    under = torch.tensor([[0.9] * 6 + [0.1] * 12], requires_grad=True)  # 6 open < 8.1: pulled up
+    router_balance_loss(under, 0.45, on="hard").backward()
+    assert (under.grad < 0).all()
+    with pytest.raises(ValueError, match="'mean'"):
+        router_balance_loss(soft, 0.45, on="mean")
+
+
+def test_config_rejects_unknown_balance_mode():
+    from harness.interfaces import ConfigError
+
+    cfg = debug_cfg(balance_on="mean")
+    with pytest.raises(ConfigError, match="balance_on"):
+        make_method("actdistill").distill(None, DataSource(make_suite("mock-v1"), Path(".cache")), cfg)

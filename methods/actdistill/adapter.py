@@ -83,6 +83,8 @@ class ActDistillMethod(Method):
 
         if not 0.0 < config.budget <= 1.0:
             raise ConfigError(f"ActDistillConfig.budget must be in (0, 1], got {config.budget}")
+        if config.balance_on not in ("hard", "soft"):
+            raise ConfigError(f"ActDistillConfig.balance_on must be 'hard' or 'soft', got {config.balance_on!r}")
         if config.graph_reduce not in ("mean", "sum"):
             raise ConfigError(f"ActDistillConfig.graph_reduce must be 'mean' or 'sum', got {config.graph_reduce!r}")
         if not isinstance(teacher, ReferencePolicy):

@@ -8,7 +8,7 @@ from harness.interfaces import MethodConfig
 @dataclass
 class ActDistillConfig(MethodConfig):
     # ----- router (paper code: VisionLanguageConcatRouter) -----
-    budget: float = 0.45  # target fraction of layers executed (balance loss); 0.45 -> 8 of 18 layers (see README)
+    budget: float = 0.33  # target fraction of layers executed (balance loss); 0.33 -> 6 of 18 layers (see README)
     router_dim: int = 512  # Linear(width -> 512) + LayerNorm, per modality; mean+max pooled -> 4*512 -> gate/layer
     threshold: float = 0.5  # hard gate at inference: layer runs iff sigmoid >= threshold
     static: bool = False  # ablation: fixed layer set (same budget), no input dependence
@@ -17,6 +17,8 @@ class ActDistillConfig(MethodConfig):
     importance_frames: int = 128  # frames for the leave-one-layer-out importance of the teacher
     soft_fraction: float = 0.0  # first part of stage 2 with soft gates (paper: all); then straight-through hard gates
     balance_weight: float = 1.0  # router balance loss weight
+    balance_on: str = "hard"  # hard | soft: the balance loss counts the straight-through hard gates (what runs at
+    #                            inference) or the soft sigmoids (paper code; let 0.5-ish gates sit open, README)
     # ----- graph-structured encapsulation (training only) -----
     use_graph: bool = True  # False = ablation `nograph`: no semantic heads, probes or stage 1
     semantic_dim: int = 512

@@ -293,3 +293,15 @@ def balance_loss(soft: torch.Tensor, budget: float) -> torch.Tensor:
     Scaled by L (relative to the squared fraction) so that the pull on each gate does not shrink with depth."""
     L = soft.shape[1]
     return (L * (soft.mean(dim=1) - budget) ** 2).mean()
+
+
+def router_balance_loss(soft: torch.Tensor, budget: float, threshold: float = 0.5, on: str = "hard") -> torch.Tensor:
+    """The balance loss on what runs at inference (``on="hard"``: the thresholded gates, gradients straight-through
+    to the sigmoids) or on the soft sigmoids (``on="soft"``, the paper code). The soft mean can sit exactly on the
+    budget while gates just above the threshold keep one more layer running (LIBERO-Object, session 5: soft 0.45,
+    hard 0.50); counting the hard gates pulls every gate down until the executed count meets the budget."""
+    if on == "hard":
+        soft = (soft >= threshold).to(soft.dtype) + soft - soft.detach()
+    elif on != "soft":
+        raise ValueError(f"balance on {on!r}: expected 'hard' or 'soft'")
+    return balance_loss(soft, budget)

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from methods.actdistill.config import ActDistillConfig
-from methods.actdistill.student import (Encapsulation, Router, balance_loss, expert_tokens, flow_targets, gated_pass,
-                                        graph_loss, hard_gates, layer_weights, node_mask, task_loss)
+from methods.actdistill.student import (Encapsulation, Router, expert_tokens, flow_targets, gated_pass, graph_loss,
+                                        hard_gates, layer_weights, node_mask, router_balance_loss, task_loss)
 from methods.reference import checkpoint as ckpt
 from methods.reference.data import FlatDemos, data_hash
 from methods.reference.model import PAD, ReferenceVLA
@@ -398,7 +398,8 @@ def _train(teacher: Any, episodes: list, source: str, dhash: str, tid: str, cfg:
             streams.append(semantic_stream(model, b["noise"]))
         _, hs, nodes = gated_pass(model, st, gates, streams, collect=1 if heads is not None else None)
         task = task_loss(model, hs[0], a, noise, aw)
-        bal = balance_loss(soft, cfg.budget) if not cfg.static else soft.new_zeros(())
+        bal = (soft.new_zeros(()) if cfg.static
+               else router_balance_loss(soft, cfg.budget, cfg.threshold, cfg.balance_on))
         total = cfg.task_weight * task + cfg.balance_weight * bal
         parts = {"task": float(task), "balance": float(bal)}
         if heads is not None:
