@@ -10,7 +10,7 @@ from harness.plugins import make_method
 from harness.profiling.flops import count_flops
 from methods.reference.model import ModelConfig, ReferenceVLA
 from methods.shallow_pi.config import ShallowPiConfig
-from methods.shallow_pi.distill import build_student, distill_losses, kept_layers
+from methods.shallow_pi.distill import artifact_key, build_student, distill_losses, kept_layers
 
 CFG = dict(cameras=["a"], image_size=32, stem_channels=[8], grid=4, width=32, expert_width=32, heads=2,
            depth=9, chunk=4, flow_steps=3, proprio_dim=3, action_dim=2, vocab_size=20, max_text_len=8)
@@ -144,7 +144,12 @@ def test_artifact_is_cached_and_training_resumes(tmp_path):
     mtime = (folder / "model.safetensors").stat().st_mtime
     logs.clear()
     assert distill(teacher, suite, tmp_path, cfg, progress=False, log=logs.append) == folder
-    assert not logs and (folder / "model.safetensors").stat().st_mtime == mtime
+    assert not [s for s in logs if s.startswith("[shallow_pi]")], logs  # a cache hit: no training
+    assert (folder / "model.safetensors").stat().st_mtime == mtime
+    # the key hashes the data actually used: a student distilled on other (fallback) data is not reused
+    assert man["identity"]["data_hash"] == man["data"]["hash"]
+    assert artifact_key(teacher.manifest, cfg, "other-data")[0] != folder.name.rsplit("-", 1)[1]
+    assert artifact_key(teacher.manifest, cfg, man["data"]["hash"])[0] == folder.name.rsplit("-", 1)[1]
     # the loaded student equals the trained one and runs in the teacher's place
     model, *_ = ckpt.load(folder)
     assert model.n_layers == 6

@@ -70,10 +70,13 @@ def build_student(teacher: ReferenceVLA, layers: list[int]) -> ReferenceVLA:
     return student
 
 
-def artifact_key(teacher_manifest: dict[str, Any], config: ShallowPiConfig) -> tuple[str, dict[str, Any]]:
+def artifact_key(teacher_manifest: dict[str, Any], config: ShallowPiConfig,
+                 data_hash: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Cache key of a student: the teacher's weights, the training config and the hash of the demonstrations
+    actually used (``data_hash``; default the teacher's, which is what they are when its data is present)."""
     train_fields = {k: v for k, v in config.to_dict().items() if k not in INFERENCE_ONLY}
     ident = {"teacher_sha256": teacher_manifest["files"][ckpt.WEIGHTS],
-             "data_hash": (teacher_manifest.get("data") or {}).get("hash"),
+             "data_hash": data_hash or (teacher_manifest.get("data") or {}).get("hash"),
              "config": train_fields, "method": "shallow_pi", "version": 1}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], ident
 
@@ -168,18 +171,21 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
     tman = teacher_policy.manifest
     if teacher.cfg.head not in ("flow", "regression"):
         raise ValueError(f"Shallow-pi distils flow (or regression) action heads; the teacher's is {teacher.cfg.head!r}")
-    key, ident = artifact_key(tman, cfg)
+    # the key hashes the demonstrations actually loaded: a student distilled on fallback data (the teacher's were
+    # absent) is not reused once the teacher's data exists again
+    episodes, source, tcfg = load_demos(suite, tman, log)
+    dhash = data_hash(episodes)
+    teacher_dhash = (tman.get("data") or {}).get("hash")
+    key, ident = artifact_key(tman, cfg, dhash)
     folder = Path(cache_dir) / f"{suite.suite_id}-{key}"
     if (folder / ckpt.MANIFEST).exists() and ckpt.read_manifest(folder).get("train", {}).get("complete"):
         return folder
+    if teacher_dhash and dhash != teacher_dhash:
+        log(f"[shallow_pi] WARNING: demonstrations hash {dhash} differs from the teacher's {teacher_dhash}")
     layers = kept_layers(teacher.n_layers, cfg.keep_blocks, cfg.init_layers)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        episodes, source, tcfg = load_demos(suite, tman, log)
-        dhash = data_hash(episodes)
-        if ident["data_hash"] and dhash != ident["data_hash"]:
-            log(f"[shallow_pi] WARNING: demonstrations hash {dhash} differs from the teacher's {ident['data_hash']}")
         mc = teacher.cfg
         val_eps = set((tman.get("data") or {}).get("val_episodes") or [])
         demos = FlatDemos(episodes, list(mc.cameras), mc.image_size, mc.chunk, tcfg.pad if cfg.augment else 0)
@@ -249,7 +255,7 @@ def distill(teacher_policy: Any, suite: Any, cache_dir: Path, cfg: ShallowPiConf
                         "kept_teacher_layers": layers, "teacher_layers": teacher.n_layers,
                         "teacher_checkpoint": {"sha256": ident["teacher_sha256"], "suite": tman.get("suite"),
                                                "train_step": (tman.get("train") or {}).get("step")},
-                        "data": {"hash": dhash, "teacher_data_hash": ident["data_hash"], "source": source,
+                        "data": {"hash": dhash, "teacher_data_hash": teacher_dhash, "source": source,
                                  "train_frames": int(len(train_idx)), "val_frames": int(len(val_idx))},
                         "train": {"step": step, "steps": cfg.steps, "complete": True, "config": asdict(cfg),
                                   "wall_s": round(wall_before + time.time() - t0, 1), "threads": cfg.threads,
