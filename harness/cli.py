@@ -17,21 +17,19 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.interfaces import PROFILES, ConfigError, SuiteUnavailableError
+from harness.interfaces import PROFILES, ConfigError, SuiteUnavailableError, parse_value
 from harness.registry import UnknownNameError
 
 EXIT_USAGE = 2
 
 
 def _parse_overrides(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        out[key] = parse_value(value)
     return tuple(sorted(out.items()))
 
 

@@ -43,6 +43,18 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value (``--set key=value``) as YAML, except that number-like strings YAML 1.1 leaves as text
+    (``3e-4``, ``1e5``: no dot) become floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
+        except ValueError:
+            return value
+    return value
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of a suite. ``name`` is unique within the suite and stable across versions of the id."""

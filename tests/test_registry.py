@@ -100,3 +100,13 @@ def test_unversioned_suite_names_resolve_to_the_newest_version():
     assert canonical_suite_id("libero") == "libero"  # a registered group id stays itself
     assert RunSpec(method="teacher", suite="libero_object").suite == "libero_object-v1"
     assert "driving_merge" in SUITES and "nonexistent" not in SUITES
+
+
+def test_set_values_parse_as_yaml_with_exponent_floats():
+    """YAML 1.1 reads `3e-4` (no dot) as a string; a float field would then fail its type check."""
+    from harness.cli import _parse_overrides
+    from harness.interfaces import parse_value
+
+    assert _parse_overrides(["lr=3e-4", "steps=12", "name=abc", "flag=true"]) == (
+        ("flag", True), ("lr", 3e-4), ("name", "abc"), ("steps", 12))
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("nan") == "nan"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from harness.interfaces import parse_value
 from methods.reference import checkpoint as ckpt
 from methods.reference.data import (FlatDemos, collect_expert_episodes, data_hash, episodes_from_suite,
                                     load_episodes, save_episodes)
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = preset_for(suite.suite_id)
     for kv in args.set:
         k, v = kv.split("=", 1)
-        raw[k] = yaml.safe_load(v)
+        raw[k] = parse_value(v)
     if args.steps is not None:
         raw["steps"] = args.steps
     if args.minutes is not None:

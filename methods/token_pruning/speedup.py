@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     for mid in [m for m in args.methods.split(",") if m]:
         overrides: tuple = ()
         if mid.endswith("]") and "[" in mid:  # "shallow_pi@keep4[steps=500;batch=32]": config overrides
-            import yaml
+            from harness.interfaces import parse_value
 
             mid, _, ov = mid[:-1].partition("[")
-            overrides = tuple(sorted((k, yaml.safe_load(v)) for k, v in (x.split("=", 1) for x in ov.split(";"))))
+            overrides = tuple(sorted((k, parse_value(v)) for k, v in (x.split("=", 1) for x in ov.split(";"))))
         b = build_policy(RunSpec(method=mid, suite=args.suite, cache_dir=args.cache_dir, overrides=overrides),
                          suite=suite)
         policies[mid], configs[mid] = b.policy, b.config.to_dict()
