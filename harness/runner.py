@@ -45,6 +45,7 @@ class Built:
     config: Any
     policy: Policy
     teacher_id: str | None
+    teacher_weights: str | None = None  # weights_digest of the teacher the policy was distilled from / wraps
 
 
 def set_threads(threads: int) -> None:
@@ -77,7 +78,7 @@ def build_policy(spec: RunSpec, suite: Suite | None = None, method_id: str | Non
     data = DataSource(suite, Path(spec.cache_dir) / "artifacts" / method.name, device=spec.device)
     policy = method.distill(teacher, data, config)
     policy.to(spec.device)
-    return Built(suite, method, config, policy, teacher_id)
+    return Built(suite, method, config, policy, teacher_id, weights_digest(teacher) if teacher is not None else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,6 +355,8 @@ def run(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | No
         run_json = {
             "schema_version": 1, "run_id": run_id, "spec": spec.to_dict(), "started_at": started,
             "method_config": config.to_dict(), "reportable": spec.reportable, "weights_sha256_12": weights,
+            # which teacher this policy came from: the reporter pairs it with that teacher's run
+            "teacher_weights_sha256_12": built.teacher_weights,
             "provenance": provenance.collect(config.digest(), spec.threads,
                                              {"suite": suite.provenance(), "protocol_digest": protocol_digest}),
         }

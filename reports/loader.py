@@ -74,6 +74,16 @@ class Run:
         return m.get("teacher") or (m.get("vs_teacher") or {}).get("teacher")
 
     @property
+    def weights(self) -> str | None:
+        """weights_sha256_12 of the policy that ran (None: no torch modules, e.g. the scripted expert)."""
+        return self.run.get("weights_sha256_12")
+
+    @property
+    def teacher_weights(self) -> str | None:
+        """weights_sha256_12 of the teacher this run's policy was distilled from (absent in runs before 2026-12-07)."""
+        return self.run.get("teacher_weights_sha256_12")
+
+    @property
     def method_name(self) -> str:
         return self.method.partition("@")[0]
 

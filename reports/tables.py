@@ -30,19 +30,28 @@ def measured_latency(res: Results, sel: Selection) -> dict[str, dict[str, Any]]:
 
 
 def teacher_run(res: Results, run: Run) -> Run | None:
-    """The teacher's run to pair with: same suite and profile if complete, else the complete teacher run
-    sharing the most episode ids."""
+    """The teacher's run to pair with — a run of the very teacher weights this run's policy came from
+    (``teacher_weights_sha256_12``; none if that teacher has no complete run: a student of a retrained teacher is
+    not compared with the new one). Runs that predate the field pair with teacher runs started no later than
+    themselves (the teacher that existed then), falling back to any. Among those: the same profile (latest
+    complete), else the run sharing the most episode ids."""
     t = run.teacher
     if not t or t == run.method:
         return None
-    same = res.latest_complete(run.suite, t, run.profile)
-    if same is not None:
-        return same
-    ids = set(run.outcomes())
     cands = [r for r in res.runs if r.suite == run.suite and r.method == t and r.complete]
-    cands = [(len(ids & set(r.outcomes())), r.updated_at, r) for r in cands]
-    cands = [c for c in cands if c[0] > 0]
-    return max(cands, key=lambda c: (c[0], c[1]))[2] if cands else None
+    if run.teacher_weights:
+        cands = [r for r in cands if r.weights == run.teacher_weights]
+    else:
+        started = run.run.get("started_at") or ""
+        earlier = [r for r in cands if (r.run.get("started_at") or "") <= started]
+        cands = earlier or cands
+    same = [r for r in cands if r.profile == run.profile]
+    if same:
+        return max(same, key=lambda r: r.updated_at)
+    ids = set(run.outcomes())
+    scored = [(len(ids & set(r.outcomes())), r.updated_at, r) for r in cands]
+    scored = [c for c in scored if c[0] > 0]
+    return max(scored, key=lambda c: (c[0], c[1]))[2] if scored else None
 
 
 def row_for(res: Results, sel: Selection, devices: list[dict], measured_devices: list[str]) -> dict[str, Any]:

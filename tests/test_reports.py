@@ -376,3 +376,42 @@ def test_report_screenshot_writes_a_png(site, tmp_path, capsys):
     assert main(["report-screenshot", "--site", str(site), "--out", str(out), "--width", "800",
                  "--height", "600"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_student_pairs_with_the_run_of_its_own_teacher_weights(results, tmp_path):
+    """A retrained teacher's new run must not be paired with students distilled from the old teacher."""
+    from reports.loader import load_results
+    from reports.tables import teacher_run
+
+    root = tmp_path / "results"
+    shutil.copytree(results, root)
+    (old_t,) = root.glob("mock-v1/mock@teacher/*/")
+    new_t = old_t.with_name("smoke-retrained")
+    shutil.copytree(old_t, new_t)
+    for path, weights, stamp in ((old_t, "aaaaaaaaaaaa", "2000-01-01T00:00:00+00:00"),
+                                 (new_t, "bbbbbbbbbbbb", "2999-01-01T00:00:00+00:00")):
+        run = json.loads((path / "run.json").read_text())
+        run.update(run_id=path.name, weights_sha256_12=weights, started_at=stamp)
+        (path / "run.json").write_text(json.dumps(run))
+        m = json.loads((path / "metrics.json").read_text())
+        m.update(run_id=path.name, updated_at=stamp)
+        (path / "metrics.json").write_text(json.dumps(m))
+    (student,) = root.glob("mock-v1/mock@broken/*/")
+    run = json.loads((student / "run.json").read_text())
+
+    def paired(**fields):
+        (student / "run.json").write_text(json.dumps({**run, **fields}))
+        res = load_results(root)
+        (s,) = [r for r in res.runs if r.method == "mock@broken"]
+        t = teacher_run(res, s)
+        return t.run_id if t else None
+
+    assert paired(teacher_weights_sha256_12="aaaaaaaaaaaa") == old_t.name  # not the newer retrained run
+    assert paired(teacher_weights_sha256_12="bbbbbbbbbbbb") == "smoke-retrained"
+    assert paired(teacher_weights_sha256_12="cccccccccccc") is None  # its teacher has no run: no pairing
+    # runs from before the field: the teacher run that existed when the student started
+    legacy = {k: v for k, v in run.items() if k != "teacher_weights_sha256_12"}
+    (student / "run.json").write_text(json.dumps({**legacy, "started_at": "2500-01-01T00:00:00+00:00"}))
+    res = load_results(root)
+    (s,) = [r for r in res.runs if r.method == "mock@broken"]
+    assert teacher_run(res, s).run_id == old_t.name
