@@ -162,6 +162,7 @@ def test_training_runs_and_resumes(tmp_path):
     assert train.main(warm + ["--steps", "2", "--init", str(tmp_path / "ckpt")]) == 0
     init = ckpt.read_manifest(tmp_path / "ckpt2")["train"]["init_from"]
     assert init["step"] == 4 and init["tensors_copied"] > 10 and init["kept_fresh"] == []
+    assert ckpt.read_manifest(tmp_path / "ckpt2")["tokenizer"] == manifest["tokenizer"]  # the source's vocabulary
     with pytest.raises(SystemExit, match="neither a training state"):
         train.main(warm + ["--fresh", "--steps", "2", "--init", str(tmp_path / "nowhere")])
 
@@ -251,3 +252,18 @@ def test_teacher_episodes_finds_the_teachers_parts_and_warns_otherwise(tmp_path)
     assert len(got) == 4
     got, src, _ = teacher_episodes(suite, {"data": {"hash": "0000"}}, logs.append, cache=tmp_path)
     assert "NOT the teacher's data" in src and any("WARNING" in m and "0000" in m for m in logs)
+
+
+def test_warm_start_keeps_the_source_vocabulary():
+    """Session 6: DAgger data without the word 'onto' rebuilt a 118-word commentary vocabulary against the
+    checkpoint's 119, and the warm start silently re-initialised the language head. The source's vocabulary is kept;
+    new words map to <unk> and are named in the log."""
+    from methods.reference.train import _vocab
+
+    kept = WordTokenizer.train(["merge onto the highway", "keep lane"]).vocab
+    logs: list[str] = []
+    tok = _vocab(kept, ["keep lane", "exit the roundabout"], "commentary", logs.append)
+    assert tok.vocab == kept  # same ids and size although 'onto' and 'merge' are absent from the new texts
+    assert tok.encode("exit", 4) == [tok.index["<unk>"]]
+    assert logs and "['exit', 'roundabout']" in logs[0]
+    assert _vocab(None, ["b a"], "instruction", logs.append).vocab[-2:] == ["a", "b"]

@@ -272,6 +272,28 @@ def evaluate(model: ReferenceVLA, batcher: Batcher, cfg: TrainConfig, n: int = 2
     return {k: float(np.mean(v)) for k, v in res.items() if v}
 
 
+def _source_vocabs(src: Path) -> dict[str, list[str] | None]:
+    """The vocabularies of a warm-start source: a checkpoint's manifest or a training state's state.json."""
+    if (src / ckpt.MANIFEST).exists():
+        man = ckpt.read_manifest(src)
+        return {"instruction": (man.get("tokenizer") or {}).get("vocab"),
+                "commentary": (man.get("lang_tokenizer") or {}).get("vocab")}
+    if (src / "state.json").exists():
+        return json.loads((src / "state.json").read_text()).get("vocabs") or {}
+    return {}
+
+
+def _vocab(kept: list[str] | None, texts: list[str], what: str, log) -> WordTokenizer:
+    """``kept`` (a warm start's or a resumed run's vocabulary) if given, else one built from ``texts``."""
+    if not kept:
+        return WordTokenizer.train(texts)
+    tok = WordTokenizer(kept)
+    new = sorted({w for t in texts for w in WordTokenizer.words(t)} - set(kept))
+    if new:
+        log(f"[teacher] {what} words outside the kept vocabulary ({len(new)}) map to <unk>: {new[:10]}")
+    return tok
+
+
 def _warm_start(model: ReferenceVLA, src: Path, log) -> dict[str, Any]:
     """Copy weights (and normalisation buffers) from a training state dir or an exported checkpoint folder."""
     from safetensors.torch import load_file
@@ -346,21 +368,27 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    want = None
+    want, saved_meta = None, {}
     if not args.fresh and (state_dir / "state.json").exists():
-        want = json.loads((state_dir / "state.json").read_text()).get("data_hash")
+        saved_meta = json.loads((state_dir / "state.json").read_text())
+        want = saved_meta.get("data_hash")
     episodes, data_source = get_episodes(suite, cfg, ROOT / ".cache" / "reference" / suite.suite_id, log,
                                          args.demos, want)
     if not episodes:
         raise SystemExit(f"no demonstrations for {suite.suite_id}")
     dhash = data_hash(episodes)
     cams = list(suite.cameras) or sorted(episodes[0].images)
-    tok = WordTokenizer.train([e.instruction for e in episodes])
+    # vocabularies: a resumed run keeps its own, a warm start keeps its source's (a vocabulary rebuilt from other
+    # data shifts word ids or changes the embedding shapes, and the warm start then re-initialises them)
+    keep = saved_meta.get("vocabs") or (_source_vocabs(Path(args.init)) if args.init else {})
+    instructions = [e.instruction for e in episodes]
+    commentary = [c for e in episodes for c in (e.commentary or [])]
+    tok = _vocab(keep.get("instruction"), instructions, "instruction", log)
     has_com = any(e.commentary for e in episodes)
     mkw = dict(cfg.model)
     lang_tok = None
     if mkw.get("lang_head") and has_com:
-        lang_tok = WordTokenizer.train([c for e in episodes for c in (e.commentary or [])])
+        lang_tok = _vocab(keep.get("commentary"), commentary, "commentary", log)
         mkw["lang_vocab_size"] = len(lang_tok)
     else:
         mkw["lang_head"] = False
@@ -410,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     def save(final: bool = False) -> None:
         wall = wall_before + (time.time() - t_start)
         meta = {"step": step, "data_hash": dhash, "model_config": mcfg.to_dict(), "train_config": asdict(cfg),
-                "wall_s": wall, "init_from": init_from}
+                "wall_s": wall, "init_from": init_from,
+                "vocabs": {"instruction": tok.vocab, "commentary": lang_tok.vocab if lang_tok else None}}
         ckpt.save_state(state_dir, model, opt, meta)
         (state_dir / "curve.json").write_text(json.dumps(curve))
         out_dir.mkdir(parents=True, exist_ok=True)
