@@ -273,11 +273,13 @@ def write_paper_tables(res: Results, out: Path, *, claims_path: str | Path | Non
     shutil.rmtree(d, ignore_errors=True)  # only files this function writes live here
     d.mkdir(parents=True, exist_ok=True)
     cdf = cards_frame(cards)
+    # missing cells as None: pandas >= 3 stores None in string columns as NaN, which is truthy
+    rows = cdf.astype(object).where(cdf.notna(), None)
     md_rows = [[r.paper, r.claim, r.published or "–", r.suite or "–", r.method or "–", r.profile or "–",
                 f"{r.metric} {r.op} {r.claimed}" if r.metric else "–",
                 "–" if r.metric is None else _fmt(_none(r.reproduced), r.metric) + interval_text(
                     _none(r.lo), _none(r.hi), r.metric),
-                (r.condition_verdict or r.verdict).replace("_", " ")] for r in cdf.itertuples()]
+                (r.condition_verdict or r.verdict or "–").replace("_", " ")] for r in rows.itertuples()]
     summaries = "".join(f"- {c['summary']}\n" for c in cards)
     write_table(cdf, d / "claims", "### Paper claims vs reproduction (" + LABEL + ")\n\n" + markdown_table(
         ["paper", "claim", "published (confidence: source)", "suite", "method", "profile", "condition",

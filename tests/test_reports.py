@@ -415,3 +415,14 @@ def test_student_pairs_with_the_run_of_its_own_teacher_weights(results, tmp_path
     res = load_results(root)
     (s,) = [r for r in res.runs if r.method == "mock@broken"]
     assert teacher_run(res, s).run_id == old_t.name
+
+
+def test_report_renders_the_committed_results(tmp_path):
+    """The repository's own results/ (every committed run, claim card and paper table) renders: a claim card
+    without conditions once crashed it (pandas >= 3 turned its None verdict into a truthy NaN)."""
+    root = Path(__file__).resolve().parents[1] / "results"
+    out = tmp_path / "site"
+    assert main(["report", "--results", str(root), "--out", str(out)]) == 0
+    claims = (out / "paper-tables" / "claims.md").read_text()
+    assert "| nan" not in claims and "nan |" not in claims
+    assert (out / "index.html").exists()
