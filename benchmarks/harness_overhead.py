@@ -23,7 +23,7 @@ from pathlib import Path
 from harness.executors.local import execute_local
 from harness.results import provenance
 from harness.results.store import RunDir
-from harness.runner import build_policy, check_action, set_threads, strip_privileged
+from harness.runner import build_policy, set_threads
 from harness.specs import RunSpec
 
 

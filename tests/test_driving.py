@@ -9,7 +9,7 @@ pytest.importorskip("highway_env")
 pytestmark = pytest.mark.driving
 
 from harness.plugins import make_suite  # noqa: E402
-from harness.runner import run, run_episode  # noqa: E402
+from harness.runner import run  # noqa: E402
 from harness.specs import RunSpec  # noqa: E402
 from suites.driving import metrics as M  # noqa: E402
 

@@ -1,6 +1,5 @@
 """The reference teacher: heads, language head, checkpoints (sha256, no pickle), distill, a resumable training run."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +266,26 @@ def test_warm_start_keeps_the_source_vocabulary():
     assert tok.encode("exit", 4) == [tok.index["<unk>"]]
     assert logs and "['exit', 'roundabout']" in logs[0]
     assert _vocab(None, ["b a"], "instruction", logs.append).vocab[-2:] == ["a", "b"]
+
+
+def test_warm_start_extends_the_vocabulary_and_copies_the_old_rows(tmp_path):
+    """A warm start onto data with new words (a group LIBERO teacher from the libero_object one) appends them: the
+    kept words keep their ids, their embedding rows are copied, the new rows start fresh."""
+    from methods.reference.train import _vocab, _warm_start
+
+    kept = WordTokenizer.train(["pick the red block"])
+    tok = _vocab(kept.vocab, ["pick the red block", "open the top drawer"], "instruction", lambda s: None,
+                 extend=True)
+    assert tok.vocab[: len(kept.vocab)] == kept.vocab and tok.vocab[len(kept.vocab):] == ["drawer", "open", "top"]
+    assert tok.encode("pick the top", 4)[:2] == kept.encode("pick the", 4)
+    torch.manual_seed(0)
+    src = ReferenceVLA(ModelConfig(**{**TINY, "head": "regression", "vocab_size": len(kept)}))
+    ckpt.export(src, kept, None, tmp_path / "src", extra={"suite": "x"})
+    dst = ReferenceVLA(ModelConfig(**{**TINY, "head": "regression", "vocab_size": len(tok), "max_text_len": 10}))
+    fresh = dst.tok_embed.weight.detach().clone()
+    info = _warm_start(dst, tmp_path / "src", lambda s: None)
+    assert sorted(info["rows_copied_into_grown"]) == ["tok_embed.weight", "txt_pos"] and not info["kept_fresh"]
+    n = len(kept)
+    torch.testing.assert_close(dst.tok_embed.weight[:n], src.tok_embed.weight.half().float())
+    torch.testing.assert_close(dst.tok_embed.weight[n:], fresh[n:])  # the appended words' rows: fresh init
+    torch.testing.assert_close(dst.txt_pos[:TINY["max_text_len"]], src.txt_pos.half().float())

@@ -137,7 +137,7 @@ def test_artifact_is_cached_and_training_resumes(tmp_path):
     logs: list[str] = []
     cfg = method.config("mock-v1", debug=True, overrides={"steps": 6, "save_every": 100})
     folder = distill(teacher, suite, tmp_path, cfg, progress=False, log=logs.append)
-    assert any(f"resumed" in s and f"step {stopped}/6" in s for s in logs), logs
+    assert any("resumed" in s and f"step {stopped}/6" in s for s in logs), logs
     man = ckpt.read_manifest(folder)
     assert man["train"]["complete"] and man["kept_teacher_layers"] == [0, 3, 7, 10, 14, 17]
     assert man["identity"]["teacher_sha256"] == teacher.manifest["files"]["model.safetensors"]

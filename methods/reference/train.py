@@ -27,7 +27,7 @@ from harness.interfaces import parse_value
 from methods.reference import checkpoint as ckpt
 from methods.reference.data import (FlatDemos, collect_expert_episodes, data_hash, episodes_from_suite,
                                     load_episodes, save_episodes)
-from methods.reference.model import BOS, EOS, PAD, ModelConfig, ReferenceVLA, WordTokenizer
+from methods.reference.model import PAD, ModelConfig, ReferenceVLA, WordTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = Path(__file__).resolve().parent / "configs" / "train.yaml"
@@ -283,15 +283,31 @@ def _source_vocabs(src: Path) -> dict[str, list[str] | None]:
     return {}
 
 
-def _vocab(kept: list[str] | None, texts: list[str], what: str, log) -> WordTokenizer:
-    """``kept`` (a warm start's or a resumed run's vocabulary) if given, else one built from ``texts``."""
+def _vocab(kept: list[str] | None, texts: list[str], what: str, log, extend: bool = False) -> WordTokenizer:
+    """``kept`` (a warm start's or a resumed run's vocabulary) if given, else one built from ``texts``.
+
+    ``extend`` (warm starts): words of ``texts`` outside ``kept`` are appended after it, so every kept word keeps
+    its id (and its embedding row, see ``_warm_start``) and a new task's words are not all <unk> -- e.g. a group
+    LIBERO teacher started from the libero_object one. A resumed run passes its own vocabulary unextended."""
     if not kept:
         return WordTokenizer.train(texts)
-    tok = WordTokenizer(kept)
     new = sorted({w for t in texts for w in WordTokenizer.words(t)} - set(kept))
+    if new and extend:
+        log(f"[teacher] {what} vocabulary: {len(kept)} kept words + {len(new)} new ones appended: {new[:10]}")
+        return WordTokenizer(list(kept) + new)
     if new:
         log(f"[teacher] {what} words outside the kept vocabulary ({len(new)}) map to <unk>: {new[:10]}")
-    return tok
+    return WordTokenizer(kept)
+
+
+def _grown_rows(own: torch.Tensor, src: torch.Tensor) -> torch.Tensor | None:
+    """``own`` with ``src`` copied into its first rows when only the first dimension grew (a vocabulary extended
+    at the end, a longer text position table); None when the shapes are otherwise incompatible."""
+    if own.dim() != src.dim() or own.dim() == 0 or own.shape[1:] != src.shape[1:] or own.shape[0] <= src.shape[0]:
+        return None
+    out = own.detach().clone()
+    out[: src.shape[0]] = src.to(own.dtype)
+    return out
 
 
 def _warm_start(model: ReferenceVLA, src: Path, log) -> dict[str, Any]:
@@ -309,12 +325,15 @@ def _warm_start(model: ReferenceVLA, src: Path, log) -> dict[str, Any]:
         raise SystemExit(f"--init {src}: neither a training state (state.safetensors) nor a checkpoint (manifest.json)")
     own = model.state_dict()
     take = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    grown = {k: g for k, v in tensors.items() if k in own and k not in take
+             and (g := _grown_rows(own[k], v)) is not None}
+    take.update(grown)
     skipped = sorted(k for k in own if k not in take)
     model.load_state_dict(take, strict=False)
-    log(f"[teacher] warm start from {src} (step {step}): {len(take)} tensors copied, {len(skipped)} kept fresh "
-        f"{skipped[:6]}")
+    log(f"[teacher] warm start from {src} (step {step}): {len(take)} tensors copied ({len(grown)} into the first "
+        f"rows of a grown table: {sorted(grown)[:6]}), {len(skipped)} kept fresh {skipped[:6]}")
     return {"path": str(src.relative_to(ROOT) if src.is_absolute() and src.is_relative_to(ROOT) else src),
-            "step": step, "tensors_copied": len(take), "kept_fresh": skipped}
+            "step": step, "tensors_copied": len(take), "rows_copied_into_grown": sorted(grown), "kept_fresh": skipped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,12 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     keep = saved_meta.get("vocabs") or (_source_vocabs(Path(args.init)) if args.init else {})
     instructions = [e.instruction for e in episodes]
     commentary = [c for e in episodes for c in (e.commentary or [])]
-    tok = _vocab(keep.get("instruction"), instructions, "instruction", log)
+    extend = not saved_meta.get("vocabs")  # a warm start may add words; a resumed run has its vocabulary
+    tok = _vocab(keep.get("instruction"), instructions, "instruction", log, extend)
     has_com = any(e.commentary for e in episodes)
     mkw = dict(cfg.model)
     lang_tok = None
     if mkw.get("lang_head") and has_com:
-        lang_tok = _vocab(keep.get("commentary"), commentary, "commentary", log)
+        lang_tok = _vocab(keep.get("commentary"), commentary, "commentary", log, extend)
         mkw["lang_vocab_size"] = len(lang_tok)
     else:
         mkw["lang_head"] = False

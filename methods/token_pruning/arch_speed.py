@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\n{args.preset} architecture ({suite_id}), {source}: teacher p50 {np.median(t):.2f} ms, "
           f"{flops[names[0]] / 1e9:.4f} GFLOPs/call; {args.calls} rounds; load {load_before} -> {load_after}")
-    print(f"| method | speedup [95% CI] | FLOPs ratio | p50 ms |\n|---|---|---|---|")
+    print("| method | speedup [95% CI] | FLOPs ratio | p50 ms |\n|---|---|---|---|")
     for k, v in rows.items():
         s = v["speedup_wall"]
         print(f"| {k} | {s['median_ratio']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | {v['flops_ratio']:.3f} | "

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return call
 
     log(f"[speedup] FLOPs over {n} observations")
-    flops, extras = {}, {}
+    flops = {}
     for name, pol in policies.items():
         f, _ = flops_per_call(pol, rec, tasks)
         flops[name] = f
@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             "gflops_per_call": flops[name] / 1e9, "teacher_gflops_per_call": flops["teacher"] / 1e9,
             "flops_ratio": flops[name] / flops["teacher"],
             "last_episode_stats": stats,
-            "method": name,
             "note": "speedup = median teacher / median method over paired interleaved rounds; 95% bootstrap CI "
                     "(2000 resamples of rounds). Shared 2-core machine: see load averages.",
         }

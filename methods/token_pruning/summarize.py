@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.results)
     runs = latest_runs(root, args.suite, args.methods.split(","), args.profile)
     teacher = runs.get("reference")
-    t_succ = teacher["success_rate"] if teacher else None
-    print(f"| method | profile | n | success [95% CI] | Δ success vs teacher, pp [95% CI] | p50 ms (bench) | speedup (bench p50) | "
-          f"speedup [95% CI] (interleaved rounds) | FLOPs ratio | tokens / blocks |")
+    print("| method | profile | n | success [95% CI] | Δ success vs teacher, pp [95% CI] | p50 ms (bench) | speedup (bench p50) | "
+          "speedup [95% CI] (interleaved rounds) | FLOPs ratio | tokens / blocks |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method in sorted(runs, key=lambda k: (k != "reference", k)):
         m = runs[method]

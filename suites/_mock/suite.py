@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from harness.interfaces import EpisodeResult, EpisodeSpec, Policy, Profile, Suite, Task, ActionChunk
+from harness.interfaces import EpisodeResult, Policy, Profile, Suite, Task, ActionChunk
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 40), "blue": (40, 60, 230)}
 

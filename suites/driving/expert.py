@@ -80,7 +80,6 @@ class DrivingExpert(Policy):
     def plan(self, env) -> tuple[np.ndarray, dict[str, Any]]:
         ego = env.ego
         scen = env.scenario.name
-        tp = env.instructed
         v = float(ego.speed)
         v_des = float(ego.target_speed)
         notes: list[tuple[str, str]] = []
