@@ -164,6 +164,19 @@ def test_variants_parse():
     assert make_method("actdistill@budget0.3").config("mock-v1").budget == 0.3
     assert make_method("actdistill@static").config("mock-v1").static is True
     assert make_method("actdistill@nograph").config("mock-v1").use_graph is False
+    assert make_method("actdistill@uniform").config("mock-v1").router_init == "uniform"
+
+
+def test_uniform_router_init_opens_shallow_pis_layers():
+    from methods.actdistill.train import build_router, uniform_mask
+
+    assert uniform_mask(18, 0.33).nonzero().flatten().tolist() == [0, 3, 7, 10, 14, 17]  # Shallow-pi keep6
+    model = ReferenceVLA(ModelConfig(cameras=["top"], image_size=32, stem_channels=[8], grid=4, proprio_dim=2,
+                                     action_dim=2, chunk=4, width=32, heads=2, depth=18, expert_width=32))
+    r = build_router(model, debug_cfg(router_init="uniform", budget=0.33), torch.ones(18))
+    assert (r.gate.bias > 0).nonzero().flatten().tolist() == [0, 3, 7, 10, 14, 17]
+    with pytest.raises(ValueError, match="importance | uniform | zero"):
+        build_router(model, debug_cfg(router_init="random"), torch.ones(18))
 
 
 def test_debug_config_end_to_end_on_mock(tmp_path):

@@ -69,6 +69,7 @@ class ActDistillMethod(Method):
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "nograph": {"use_graph": False},
         "static": {"static": True},
+        "uniform": {"router_init": "uniform"},  # router starts from Shallow-pi's evenly spread layer set
     }
     conformance_suite = "mock-v1"
 
@@ -83,6 +84,11 @@ class ActDistillMethod(Method):
 
         if not 0.0 < config.budget <= 1.0:
             raise ConfigError(f"ActDistillConfig.budget must be in (0, 1], got {config.budget}")
+        from methods.actdistill.train import ROUTER_INITS
+
+        if config.router_init not in ROUTER_INITS:
+            raise ConfigError(f"ActDistillConfig.router_init must be one of {' | '.join(ROUTER_INITS)}, got "
+                              f"{config.router_init!r}")
         if config.balance_on not in ("hard", "soft"):
             raise ConfigError(f"ActDistillConfig.balance_on must be 'hard' or 'soft', got {config.balance_on!r}")
         if config.graph_reduce not in ("mean", "sum"):

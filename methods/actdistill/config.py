@@ -12,7 +12,7 @@ class ActDistillConfig(MethodConfig):
     router_dim: int = 512  # Linear(width -> 512) + LayerNorm, per modality; mean+max pooled -> 4*512 -> gate/layer
     threshold: float = 0.5  # hard gate at inference: layer runs iff sigmoid >= threshold
     static: bool = False  # ablation: fixed layer set (same budget), no input dependence
-    router_init: str = "importance"  # importance | zero: initial per-layer gate bias (see README, deviation)
+    router_init: str = "importance"  # importance | uniform | zero: initial per-layer gate bias (README, deviation 4)
     router_init_logit: float = 2.0  # |bias| given to kept / dropped layers by the importance init
     importance_frames: int = 128  # frames for the leave-one-layer-out importance of the teacher
     soft_fraction: float = 0.0  # first part of stage 2 with soft gates (paper: all); then straight-through hard gates

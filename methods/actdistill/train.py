@@ -255,12 +255,27 @@ def keep_mask(importance: torch.Tensor, budget: float) -> torch.Tensor:
     return keep
 
 
+def uniform_mask(n_layers: int, budget: float) -> torch.Tensor:
+    """round(budget * L) layers evenly spread over the depth, first and last included (Shallow-pi's layer choice)."""
+    n_keep = max(1, min(n_layers, int(round(budget * n_layers))))
+    keep = torch.zeros(n_layers, dtype=torch.bool)
+    keep[torch.linspace(0, n_layers - 1, n_keep).round().long()] = True
+    return keep
+
+
+ROUTER_INITS = ("importance", "uniform", "zero")
+
+
 def build_router(model: ReferenceVLA, cfg: ActDistillConfig, importance: torch.Tensor) -> Router:
+    """Gate biases +-router_init_logit on the initial layer set: the teacher's most important layers (leave-one-
+    out), or layers spread evenly over the depth (``uniform``); ``zero``: plain init (static routers need a set)."""
+    if cfg.router_init not in ROUTER_INITS:
+        raise ValueError(f"router_init must be one of {' | '.join(ROUTER_INITS)}, got {cfg.router_init!r}")
     r = Router(model.cfg.width, model.n_layers, cfg.router_dim, static=cfg.static)
-    if cfg.router_init == "importance" or cfg.static:
+    if cfg.router_init == "uniform":
+        r.init_bias(uniform_mask(model.n_layers, cfg.budget), cfg.router_init_logit)
+    elif cfg.router_init == "importance" or cfg.static:
         r.init_bias(keep_mask(importance, cfg.budget), cfg.router_init_logit)
-    elif cfg.router_init != "zero":
-        raise ValueError(f"router_init must be importance | zero, got {cfg.router_init!r}")
     return r
 
 
