@@ -44,6 +44,12 @@ def _svg(fig: Any, prefix: str) -> str:
     return svg.replace("<svg ", f'<svg class="plot" role="img" aria-label="{prefix}" ', 1)
 
 
+def _success_err(r: dict, y: float) -> list[list[float]]:
+    """Error-bar lengths of a success interval; clipped at 0 (for 0/n the stored Wilson bound can exceed 0 by 1e-17,
+    and matplotlib rejects a negative length)."""
+    return [[max(0.0, y - r["success_lo"])], [max(0.0, r["success_hi"] - y)]]
+
+
 def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: str,
                x_err_key: str | None = None) -> str | None:
     """None when fewer than one row has both figures (the page says so instead)."""
@@ -60,7 +66,7 @@ def pareto_svg(rows: list[dict], x_key: str, x_label: str, title: str, prefix: s
     colors = plt.get_cmap("tab10")
     for i, r in enumerate(pts):
         x, y = xy[i]
-        yerr = [[max(0.0, y - r["success_lo"])], [max(0.0, r["success_hi"] - y)]]  # 0/n: lo can exceed 0 by 1e-17
+        yerr = _success_err(r, y)
         xerr = None
         if x_err_key and r.get(x_err_key) is not None:
             xerr = [[r[x_err_key]], [r[x_err_key]]]
@@ -90,7 +96,7 @@ def success_svg(rows: list[dict], title: str, prefix: str) -> str | None:
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(pts)))
     for i, r in enumerate(pts):
         y = r["success_rate"]
-        ax.errorbar([y], [i], xerr=[[max(0.0, y - r["success_lo"])], [max(0.0, r["success_hi"] - y)]], fmt="o", color="#2a6fb0",
+        ax.errorbar([y], [i], xerr=_success_err(r, y), fmt="o", color="#2a6fb0",
                     capsize=3, markerfacecolor="#2a6fb0" if r["reportable"] else "white")
     ax.set_yticks(range(len(pts)))
     ax.set_yticklabels([f"{r['method']} [{r['profile']}]" for r in pts], fontsize=8)

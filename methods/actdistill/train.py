@@ -257,9 +257,11 @@ def keep_mask(importance: torch.Tensor, budget: float) -> torch.Tensor:
 
 def uniform_mask(n_layers: int, budget: float) -> torch.Tensor:
     """round(budget * L) layers evenly spread over the depth, first and last included (Shallow-pi's layer choice)."""
+    from methods.shallow_pi.distill import kept_layers
+
     n_keep = max(1, min(n_layers, int(round(budget * n_layers))))
     keep = torch.zeros(n_layers, dtype=torch.bool)
-    keep[torch.linspace(0, n_layers - 1, n_keep).round().long()] = True
+    keep[kept_layers(n_layers, n_keep, "uniform")] = True
     return keep
 
 
