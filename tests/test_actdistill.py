@@ -165,6 +165,8 @@ def test_variants_parse():
     assert make_method("actdistill@static").config("mock-v1").static is True
     assert make_method("actdistill@nograph").config("mock-v1").use_graph is False
     assert make_method("actdistill@uniform").config("mock-v1").router_init == "uniform"
+    pinned = make_method("actdistill@pinned").config("mock-v1")
+    assert (pinned.router_init, pinned.router_init_logit, pinned.lr_router) == ("uniform", 4.0, 1e-6)
 
 
 def test_uniform_router_init_opens_shallow_pis_layers():

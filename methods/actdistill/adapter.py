@@ -70,6 +70,9 @@ class ActDistillMethod(Method):
         "nograph": {"use_graph": False},
         "static": {"static": True},
         "uniform": {"router_init": "uniform"},  # router starts from Shallow-pi's evenly spread layer set
+        # router held near Shallow-pi's layer set (the uniform router wandered off it and dropped layer 0, README);
+        # the student at Shallow-pi's learning rate
+        "pinned": {"router_init": "uniform", "router_init_logit": 4.0, "lr_router": 1e-6, "lr": 3e-4},
     }
     conformance_suite = "mock-v1"
 
