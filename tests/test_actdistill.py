@@ -167,6 +167,10 @@ def test_variants_parse():
     assert make_method("actdistill@uniform").config("mock-v1").router_init == "uniform"
     pinned = make_method("actdistill@pinned").config("mock-v1")
     assert (pinned.router_init, pinned.router_init_logit, pinned.lr_router) == ("uniform", 4.0, 1e-6)
+    assert make_method("actdistill").config("mock-v1") == pinned  # the default since session 8
+    free = make_method("actdistill@free").config("mock-v1")  # a freely learning router (sessions 6-7)
+    assert (free.router_init, free.router_init_logit, free.lr_router, free.lr) == ("importance", 2.0, 3e-5, 1e-4)
+    assert make_method("actdistill@uniform").config("mock-v1").lr_router == 3e-5
 
 
 def test_uniform_router_init_opens_shallow_pis_layers():

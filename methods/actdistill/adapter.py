@@ -62,6 +62,9 @@ class ActDistillPolicy(Policy):
                 "block_fraction": float(usage.mean()), "block_usage": [round(float(u), 4) for u in usage]}
 
 
+_FREE_ROUTER = {"router_init": "importance", "router_init_logit": 2.0, "lr_router": 3e-5, "lr": 1e-4}
+
+
 class ActDistillMethod(Method):
     name = "actdistill"
     config_cls = ActDistillConfig
@@ -69,10 +72,13 @@ class ActDistillMethod(Method):
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "nograph": {"use_graph": False},
         "static": {"static": True},
-        "uniform": {"router_init": "uniform"},  # router starts from Shallow-pi's evenly spread layer set
-        # router held near Shallow-pi's layer set (the uniform router wandered off it and dropped layer 0, README);
-        # the student at Shallow-pi's learning rate
+        # the default since session 8: the router held near Shallow-pi's layer set (README "@pinned"); kept as a
+        # name because its committed result folder is actdistill@pinned
         "pinned": {"router_init": "uniform", "router_init_logit": 4.0, "lr_router": 1e-6, "lr": 3e-4},
+        # a freely learning router (sessions 6-7 default): importance-ranked initial layers, paper learning rate
+        "free": dict(_FREE_ROUTER),
+        # a freely learning router started from Shallow-pi's evenly spread layer set (session 7)
+        "uniform": {**_FREE_ROUTER, "router_init": "uniform"},
     }
     conformance_suite = "mock-v1"
 
