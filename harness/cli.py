@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.interfaces import PROFILES, ConfigError, SuiteUnavailableError, parse_value
+from harness.interfaces import PROFILES, ConfigError, MissingArtifactError, SuiteUnavailableError, parse_value
 from harness.registry import UnknownNameError
 
 EXIT_USAGE = 2
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (UnknownNameError, ConfigError, SuiteUnavailableError) as e:
+    except (UnknownNameError, ConfigError, SuiteUnavailableError, MissingArtifactError) as e:
         print(f"vla-bench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

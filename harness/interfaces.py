@@ -250,6 +250,11 @@ class SuiteUnavailableError(RuntimeError):
     The message says exactly what to do; tests skip such suites with it."""
 
 
+class MissingArtifactError(FileNotFoundError):
+    """A prerequisite artifact (a teacher checkpoint, demonstrations) does not exist yet. The message names what is
+    missing and the `make` command that produces it; the CLI prints it and exits 2 instead of a traceback."""
+
+
 class Method(ABC):
     """A compression method (or a reference model / expert) — the common distill/infer interface.
 

@@ -289,3 +289,14 @@ def test_warm_start_extends_the_vocabulary_and_copies_the_old_rows(tmp_path):
     torch.testing.assert_close(dst.tok_embed.weight[:n], src.tok_embed.weight.half().float())
     torch.testing.assert_close(dst.tok_embed.weight[n:], fresh[n:])  # the appended words' rows: fresh init
     torch.testing.assert_close(dst.txt_pos[:TINY["max_text_len"]], src.txt_pos.half().float())
+
+
+def test_cli_without_teacher_checkpoint_exits_2_naming_make_teacher(tmp_path, capsys):
+    """A method whose teacher has not been trained for the suite gets a one-line error, not a traceback."""
+    from harness.cli import main
+
+    rc = main(["bench", "--method", "teacher", "--suite", "mock-v1", "--set", f"checkpoint={tmp_path / 'absent'}",
+               "--results", str(tmp_path / "r"), "--limit", "1", "--no-profile", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "make teacher SUITE=mock-v1" in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("episodes.jsonl"))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.anatomy import AnatomyPolicy
-from harness.interfaces import DataSource, Policy
+from harness.interfaces import DataSource, MissingArtifactError, Policy
 
 TRANSFORMERS_MIN = "4.50"  # SmolVLM, Dinov2WithRegisters and Siglip config classes
 
@@ -38,7 +38,7 @@ def require_transformers(extra: str) -> Any:
     return transformers
 
 
-class MissingCheckpointError(FileNotFoundError):
+class MissingCheckpointError(MissingArtifactError):
     pass
 
 

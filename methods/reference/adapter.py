@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from harness.anatomy import AnatomyPolicy, PrefixState
-from harness.interfaces import DataSource, Method, Policy
+from harness.interfaces import DataSource, Method, MissingArtifactError, Policy
 from methods.reference import checkpoint as ckpt
 from methods.reference.config import ReferenceConfig
 from methods.reference.model import ReferenceVLA, WordTokenizer
 
 
-class MissingCheckpointError(FileNotFoundError):
+class MissingCheckpointError(MissingArtifactError):
     pass
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.interfaces import MissingArtifactError
+
 ROOT = Path(__file__).resolve().parents[2]
 FORMAT = "vla-bench-driving-demos-v1"
 
@@ -125,7 +127,7 @@ class DrivingDemos:
         self.root = Path(root or default_root())
         mf = self.root / "manifest.json"
         if not mf.exists():
-            raise FileNotFoundError(f"no driving demonstrations at {self.root}; run `make demos SUITE=driving`")
+            raise MissingArtifactError(f"no driving demonstrations at {self.root}; run `make demos SUITE=driving`")
         self.manifest = json.loads(mf.read_text())
         if self.manifest.get("format") != FORMAT:
             raise ValueError(f"{mf}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")

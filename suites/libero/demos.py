@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.interfaces import MissingArtifactError
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = ROOT / "data" / "libero"
 
@@ -292,7 +294,7 @@ def load_demonstrations(suite: Any, root: Path | None = None) -> LiberoDemos:
                 print(f"[libero demos] unreadable {path}: {e}", file=sys.stderr)
         (files.__setitem__(task.name, path) if n > 0 else missing.append(task.name))
     if not files:
-        raise FileNotFoundError(f"no LIBERO demonstrations for {suite.suite_id} under {Path(root or DEFAULT_ROOT)}; "
+        raise MissingArtifactError(f"no LIBERO demonstrations for {suite.suite_id} under {Path(root or DEFAULT_ROOT)}; "
                                 f"run `make demos SUITE={suite.suite_id}`")
     if missing:
         print(f"[libero demos] {len(missing)} task(s) of {suite.suite_id} have no demos: {missing[:3]}...",
@@ -311,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--out", default=None, help=f"root folder (default {DEFAULT_ROOT})")
     ap.add_argument("--workers", type=int, default=1, help="processes (tasks are split between them)")
+    ap.add_argument("--max-attempts", type=int, default=None,
+                    help="give a task up after this many expert attempts in total (default 3 * per-task + 5)")
     a = ap.parse_args(argv)
     sid = a.suite if a.suite == "libero" or a.suite.endswith("-v1") else f"{a.suite}-v1"
     suite = make_suite(sid)
@@ -320,16 +324,19 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [t for t in tasks if t.name in want or str(t.index) in want]
         if not tasks:
             raise SystemExit(f"--tasks {a.tasks!r} matches no task of {sid}")
+    if a.max_attempts is not None and a.max_attempts < 1:
+        ap.error(f"--max-attempts must be >= 1, got {a.max_attempts}")
     root = Path(a.out) if a.out else None
     t0 = time.perf_counter()
     if a.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(a.workers) as pool:
-            pool.starmap(_record_one, [(sid, t.name, a.per_task, root, a.noise, a.image_size) for t in tasks])
+            pool.starmap(_record_one, [(sid, t.name, a.per_task, root, a.noise, a.image_size, a.max_attempts)
+                                        for t in tasks])
     else:
         for t in tasks:
-            _record_one(sid, t.name, a.per_task, root, a.noise, a.image_size)
+            _record_one(sid, t.name, a.per_task, root, a.noise, a.image_size, a.max_attempts)
     demos = load_demonstrations(suite, root)
     info = demos.info()
     n = sum(v["num_demos"] for v in info.values())
@@ -341,12 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _record_one(sid: str, task_name: str, per_task: int, root: Path | None, noise: float, size: int) -> None:
+def _record_one(sid: str, task_name: str, per_task: int, root: Path | None, noise: float, size: int,
+                max_attempts: int | None = None) -> None:
     from harness.plugins import make_suite
 
     suite = make_suite(sid)
     task = suite.task(task_name)
-    record_task(suite, task, per_task, root=root, noise=noise, image_size=size,
+    record_task(suite, task, per_task, root=root, noise=noise, image_size=size, max_attempts=max_attempts,
                 log=lambda s: print(s, flush=True))
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.interfaces import MissingArtifactError
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -126,7 +128,7 @@ class DemoSet:
     def __init__(self, path: Path):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"no demonstrations at {self.path}; run `make demos SUITE=<suite id>`")
+            raise MissingArtifactError(f"no demonstrations at {self.path}; run `make demos SUITE=<suite id>`")
 
     def names(self, split: str | None = None) -> list[str]:
         import h5py
