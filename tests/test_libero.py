@@ -182,3 +182,30 @@ def test_demos_round_trip(suite, tmp_path):
     last = ds[len(ds) - 1]
     assert last["actions"].shape == (8, 7) and last["action_mask"].sum().item() == 1
     assert last["images"]["wrist"].shape == (32, 32, 3)
+
+
+def test_sampled_placement_puts_objects_on_their_fixture_region():
+    """libero_spatial "bowl on the stove": LIBERO's sampler (this packaging) drops the bowl ~40 cm from the stove,
+    off the table; a sampled placement must leave every object that the BDDL init puts on a fixture's region on it,
+    as the fixed evaluation init states do."""
+    from suites.libero.expert import Geometry
+
+    spatial = make_suite("libero_spatial-v1")
+    task = spatial.tasks()[7]
+    assert "on_the_stove" in task.name
+    e = spatial.make_env(task, privileged=True, render=False)
+    try:
+        seed = spatial.protocol["demos"]["placement_seed_base"] + 100_000 * task.index
+        e.reset(seed=seed, options={"placement_seed": seed})
+        assert "akita_black_bowl_1" in e.repaired
+        g = Geometry(e)
+        for obj, region in (("akita_black_bowl_1", "flat_stove_1_cook_region"),
+                            ("akita_black_bowl_2", "wooden_cabinet_1_top_side")):
+            site = e.sim.data.site_xpos[e.sim.model.site_name2id(region)]
+            pos = g.pos(obj)
+            assert np.linalg.norm(pos[:2] - site[:2]) < 0.03, (obj, pos, site)
+            assert pos[2] > site[2] - 0.01, (obj, pos, site)  # resting on it, not fallen off the table
+        e.reset(seed=0, options={"init_state": 0})
+        assert e.repaired == []  # the evaluation init states are never touched
+    finally:
+        e.close()

@@ -6,7 +6,8 @@ Layout: one HDF5 file per task, LIBERO/robomimic style, under ``data/libero/<sub
     data/                       attrs: env_args (json), problem_info (json), bddl_file_name, language_instruction,
                                        expert_version, noise (json), placement_seeds, created_at, git_commit,
                                        protocol_digest, image_orientation="upright", total, num_demos, attempts
-      demo_<i>/                 attrs: num_samples, placement_seed, noise_seed, init_state_index (-1: sampled)
+      demo_<i>/                 attrs: num_samples, placement_seed, noise_seed, init_state_index (-1: sampled),
+                                repaired_objects (json: objects put back on their fixture region, LiberoEnv docs)
         obs/agentview_rgb       uint8 (T, H, W, 3)  upright (img[::-1, ::-1] of robosuite's frame)
         obs/eye_in_hand_rgb     uint8 (T, H, W, 3)  upright
         obs/ee_pos (T,3)  obs/ee_ori (T,3, axis-angle)  obs/gripper_states (T,2)  obs/proprio (T,8)
@@ -117,6 +118,7 @@ def record_task(suite: Any, task: Any, n_demos: int, *, root: Path | None = None
                     g.attrs["placement_seed"] = seed
                     g.attrs["noise_seed"] = seed
                     g.attrs["init_state_index"] = -1
+                    g.attrs["repaired_objects"] = json.dumps(list(getattr(env, "repaired", [])))
                     seeds.append(seed)
                     done += 1
                     log(f"  {task.name[:60]} seed {seed}: demo_{done - 1} ({len(ep['actions'])} steps, "
