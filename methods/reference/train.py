@@ -55,10 +55,11 @@ class TrainConfig:
 
 
 def preset_for(suite_id: str) -> dict[str, Any]:
+    """The preset whose key equals ``suite_id``, else the one with the longest key that prefixes it."""
     presets = yaml.safe_load(PRESETS.read_text())
-    for key, val in presets.items():
-        if suite_id.startswith(key):
-            return dict(val)
+    keys = [k for k in presets if suite_id == k] or sorted((k for k in presets if suite_id.startswith(k)), key=len)[-1:]
+    if keys:
+        return dict(presets[keys[0]])
     raise SystemExit(f"no training preset for {suite_id!r} in {PRESETS}; known prefixes: {sorted(presets)}")
 
 
