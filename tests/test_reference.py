@@ -300,3 +300,35 @@ def test_cli_without_teacher_checkpoint_exits_2_naming_make_teacher(tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 2 and "make teacher SUITE=mock-v1" in err and "Traceback" not in err, err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("episodes.jsonl"))
+
+
+def test_export_is_byte_deterministic(tmp_path):
+    """The same weights give the same file (and manifest sha256) on every export: safetensors writes the metadata map
+    in hash order, so a second metadata key made the bytes differ between exports."""
+    digests = set()
+    for i in range(6):
+        _export(tmp_path / str(i))
+        digests.add(ckpt.sha256_file(tmp_path / str(i) / "model.safetensors"))
+    assert len(digests) == 1, digests
+
+
+def test_soup_averages_members_and_records_them(tmp_path):
+    from methods.reference.soup import soup
+
+    _export(tmp_path / "a")
+    torch.manual_seed(1)
+    m = ReferenceVLA(ModelConfig(**TINY)).eval()
+    ckpt.export(m, WordTokenizer.train(["reach the red target"]), None, tmp_path / "b", extra={"suite": "mock-v1"})
+    (tmp_path / "b" / "curve.json").write_text('{"train": [[1, 0.5]]}')
+    man = soup([tmp_path / "a", tmp_path / "b"], tmp_path / "s", [0.25, 0.75])
+    a, *_ = ckpt.load(tmp_path / "a")
+    b, *_ = ckpt.load(tmp_path / "b")
+    s, *_ = ckpt.load(tmp_path / "s")
+    w = "blocks.0.qkv.weight"
+    want = (0.25 * a.state_dict()[w] + 0.75 * b.state_dict()[w]).half().float()
+    assert torch.equal(s.state_dict()[w], want)
+    assert man["soup"]["weights"] == [0.25, 0.75] and len(man["soup"]["members_sha256"]) == 2
+    assert "curve.json" in man["files"]
+    assert json.loads((tmp_path / "s" / "curve.json").read_text())["members"][1]["curve"] == {"train": [[1, 0.5]]}
+    with pytest.raises(ValueError, match="sum to 1"):
+        soup([tmp_path / "a", tmp_path / "b"], tmp_path / "t", [0.5, 0.6])

@@ -56,7 +56,9 @@ def export(model: ReferenceVLA, tok: WordTokenizer, lang_tok: WordTokenizer | No
     sd = {k: (v.detach().to(torch.float16) if fp16 and v.is_floating_point() else v.detach()).contiguous().clone()
           for k, v in model.state_dict().items()}
     tmp = out / (WEIGHTS + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt", "dtype": "float16" if fp16 else "float32"})
+    # one metadata key only: safetensors writes the metadata map in hash order, so two keys make the bytes (and the
+    # sha256 in the manifest) differ between two exports of the same weights (docs/footguns.md, session 9)
+    save_file(sd, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / WEIGHTS)
     files = {WEIGHTS: sha256_file(out / WEIGHTS)}
     for extra_file in ("curve.json",):
