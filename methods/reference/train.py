@@ -55,11 +55,11 @@ class TrainConfig:
 
 
 def preset_for(suite_id: str) -> dict[str, Any]:
-    """The preset whose key equals ``suite_id``, else the one with the longest key that prefixes it."""
+    """The preset with the longest key that prefixes ``suite_id`` (an exact key is the longest)."""
     presets = yaml.safe_load(PRESETS.read_text())
-    keys = [k for k in presets if suite_id == k] or sorted((k for k in presets if suite_id.startswith(k)), key=len)[-1:]
-    if keys:
-        return dict(presets[keys[0]])
+    key = max((k for k in presets if suite_id.startswith(k)), key=len, default=None)
+    if key is not None:
+        return dict(presets[key])
     raise SystemExit(f"no training preset for {suite_id!r} in {PRESETS}; known prefixes: {sorted(presets)}")
 
 

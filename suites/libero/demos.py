@@ -118,7 +118,7 @@ def record_task(suite: Any, task: Any, n_demos: int, *, root: Path | None = None
                     g.attrs["placement_seed"] = seed
                     g.attrs["noise_seed"] = seed
                     g.attrs["init_state_index"] = -1
-                    g.attrs["repaired_objects"] = json.dumps(list(getattr(env, "repaired", [])))
+                    g.attrs["repaired_objects"] = json.dumps(env.repaired)
                     seeds.append(seed)
                     done += 1
                     log(f"  {task.name[:60]} seed {seed}: demo_{done - 1} ({len(ep['actions'])} steps, "
@@ -296,8 +296,8 @@ def load_demonstrations(suite: Any, root: Path | None = None) -> LiberoDemos:
                 print(f"[libero demos] unreadable {path}: {e}", file=sys.stderr)
         (files.__setitem__(task.name, path) if n > 0 else missing.append(task.name))
     if not files:
-        raise MissingArtifactError(f"no LIBERO demonstrations for {suite.suite_id} under {Path(root or DEFAULT_ROOT)}; "
-                                f"run `make demos SUITE={suite.suite_id}`")
+        raise MissingArtifactError(f"no LIBERO demonstrations for {suite.suite_id} under "
+                                   f"{Path(root or DEFAULT_ROOT)}; run `make demos SUITE={suite.suite_id}`")
     if missing:
         print(f"[libero demos] {len(missing)} task(s) of {suite.suite_id} have no demos: {missing[:3]}...",
               file=sys.stderr)
